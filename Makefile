@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv/ from the package registries on first use.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is pinned to the CPU build these machines carry; a ROS system uses its own.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test demo benchmark clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[all]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest test
+
+demo: $(STAMP)
+	$(BIN)/mtan-demo
+
+benchmark: $(STAMP)
+	$(BIN)/python -m mtan_ros.inference.benchmark
+
+clean:
+	rm -rf $(VENV) build *.egg-info

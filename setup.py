@@ -1,0 +1,65 @@
+"""ament_python package definition; also installs with plain pip into a venv.
+
+Dependencies that a ROS 2 installation provides through rosdep (numpy, OpenCV,
+PyYAML, rclpy and the message packages) are extras, so that console scripts
+keep working under colcon where they come from the system instead of PyPI.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mtan_ros"
+
+EXTRAS = {
+    # What a plain Python environment needs to run the model and the Predictor.
+    "core": ["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "torch>=2.3"],
+    # ROS 2 Kilted from PyPI wheels, for machines without a ROS distribution.
+    "ros": [
+        "ros-kilted-rclpy",
+        "ros-kilted-rmw-fastrtps-cpp",
+        "ros-kilted-sensor-msgs",
+        "ros-kilted-std-msgs",
+        "ros-kilted-diagnostic-msgs",
+        "ros-kilted-rosgraph-msgs",
+        "ros-kilted-geometry-msgs",
+        "ros-kilted-rcl-interfaces",
+    ],
+    "train": ["tqdm>=4.60", "tensorboard>=2.10", "matplotlib>=3.6", "cityscapesscripts>=2.2"],
+    "bags": ["rosbags>=0.10", "mcap>=1.1", "mcap-ros2-support>=0.5"],
+    # launch_testing's pytest plugin does not load under pytest 9.
+    "test": ["pytest>=7,<9", "pytest-timeout>=2"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    extras_require=EXTRAS,
+    python_requires=">=3.10",
+    zip_safe=True,
+    maintainer="mtan_ros maintainers",
+    maintainer_email="maintainers@mtan-ros.invalid",
+    description="Multi-Task Attention Network (MTAN) depth + semantic segmentation as a ROS 2 node",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "mtan-train = mtan_ros.training.train_cli:main",
+            "mtan-eval = mtan_ros.training.eval_cli:main",
+            "mtan-export = mtan_ros.inference.export:main",
+            "mtan-make-bag = mtan_ros.bags.make_bag:main",
+            "mtan-demo = mtan_ros.demo:main",
+            "perception_node = mtan_ros.ros.perception_node:main",
+            "bag_player = mtan_ros.ros.bag_player:main",
+            "evaluator = mtan_ros.ros.evaluator:main",
+        ],
+    },
+)
