@@ -1,1 +1,20 @@
-"""model"""
+"""SegNet-based multi-task models: MTAN and its Split / Single baselines.
+
+All take ``(tasks: dict[str, int], width: float = 1.0)`` and map an
+N x 3 x H x W batch (H, W multiples of INPUT_MULTIPLE) to a dict of per-task
+outputs.
+"""
+
+from .baselines import SegNetSingle, SegNetSplit
+from .blocks import INPUT_MULTIPLE
+from .factory import ARCHITECTURES, build_model
+from .segnet_mtan import SegNetMTAN
+
+__all__ = [
+    "ARCHITECTURES",
+    "INPUT_MULTIPLE",
+    "SegNetMTAN",
+    "SegNetSingle",
+    "SegNetSplit",
+    "build_model",
+]
