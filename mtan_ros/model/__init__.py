@@ -8,6 +8,7 @@ outputs.
 from .baselines import SegNetSingle, SegNetSplit
 from .blocks import INPUT_MULTIPLE
 from .factory import ARCHITECTURES, build_model
+from .official import load_official_state_dict
 from .segnet_mtan import SegNetMTAN
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "SegNetSingle",
     "SegNetSplit",
     "build_model",
+    "load_official_state_dict",
 ]
