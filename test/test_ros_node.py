@@ -1,0 +1,359 @@
+"""The perception node as a real process, talked to over DDS from this test process.
+
+Checks what users see: every input encoding and compressed input give depth (32FC1
+metres), semantic (mono8), semantic_color and overlay (rgb8) and points, with the
+input's header and size; depth equals the Predictor's own output scaled by the
+checkpoint's depth encoding; bad frames are skipped with a warning and the next good
+frame is processed; run-time parameter changes apply or are refused with a reason;
+/diagnostics reports the pipeline; Ctrl-C ends the node cleanly.
+"""
+from __future__ import annotations
+
+import array
+import signal
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e .[ros])")
+pytest.importorskip("torch", reason="needs torch for the Predictor")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from ros_helpers import (  # noqa: E402
+    Collector,
+    NodeProcess,
+    RosSession,
+    camera_info_msg,
+    image_to_array,
+    make_checkpoint_variant,
+    make_image_msg,
+    publish_until,
+    set_parameters,
+    stamp_key,
+    synthetic_street,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
+
+from mtan_ros.ros.image_conversion import rgb_to_compressed_msg  # noqa: E402
+from mtan_ros.ros.pointcloud import cloud_to_array  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+# The node's checkpoint is the tiny one with its depth unit changed: metres = raw * SCALE.
+SCALE = 1.0e7
+HEIGHT, WIDTH = 96, 160  # not the model's 64 x 128 input: outputs must come back at this size
+IMAGE_OUTPUTS = {"depth": Image, "semantic": Image, "semantic_color": Image, "overlay": Image}
+NODE_ARGS = ["-p", "device:=cpu", "-p", "precision:=fp32", "-p", "warning_period:=0.0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_checkpoint, tmp_path_factory):
+    from mtan_ros.depth_encoding import DepthEncoding
+
+    scaled = make_checkpoint_variant(tiny_checkpoint, tmp_path_factory.mktemp("node") / "scaled.pt",
+                                     depth=DepthEncoding("metric", SCALE))
+    return str(tiny_checkpoint), scaled
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoints):
+    """The Predictor in this process, on the unscaled checkpoint."""
+    from mtan_ros.inference import Predictor
+
+    return Predictor.from_checkpoint(checkpoints[0], device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def ros():
+    with RosSession("test_ros_node") as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def node(ros, checkpoints):
+    with NodeProcess(ros, ["--ros-args", "-p", f"model_path:={checkpoints[1]}", *NODE_ARGS]) as proc:
+        proc.wait_for_output("ready:", timeout=90)
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def io(ros, node):
+    pub = ros.node.create_publisher(Image, node.topic("image_raw"), 10)
+    info_pub = ros.node.create_publisher(CameraInfo, node.topic("camera_info"), 10)
+    outputs = dict(IMAGE_OUTPUTS, points=PointCloud2)
+    outputs["depth/camera_info"] = CameraInfo
+    collector = Collector(ros, {node.topic(name): kind for name, kind in outputs.items()})
+    ros.wait_for(lambda: pub.get_subscription_count() > 0 and collector.connected(), 60, "discovery of the node")
+    return pub, info_pub, collector
+
+
+def topics(node, names):
+    return [node.topic(name) for name in names]
+
+
+def send(ros, node, io, msg, names=tuple(IMAGE_OUTPUTS), with_info=None):
+    pub, info_pub, collector = io
+
+    def publish():
+        if with_info is not None:
+            info_pub.publish(with_info)
+        pub.publish(msg)
+
+    publish_until(ros, publish, lambda: collector.has(msg.header.stamp, topics(node, names)), timeout=60,
+                  what=f"{', '.join(names)} for stamp {stamp_key(msg.header.stamp)}")
+    return {name: collector.get(node.topic(name), msg.header.stamp) for name in names}
+
+
+def as_encoding(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels in `encoding`, the RGB image the node should see)."""
+    codes = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA, "bgra8": cv2.COLOR_RGB2BGRA,
+             "mono8": cv2.COLOR_RGB2GRAY}
+    pixels = rgb if codes[encoding] is None else cv2.cvtColor(rgb, codes[encoding])
+    seen = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if encoding == "mono8" else rgb
+    return pixels, seen
+
+
+def check_outputs(out, stamp, frame_id, seen_rgb, reference, max_depth=100.0, alpha=0.5):
+    for name, msg in out.items():
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == stamp_key(stamp), name
+        assert msg.header.frame_id == frame_id, name
+        assert (msg.height, msg.width) == (HEIGHT, WIDTH), name
+    assert out["depth"].encoding == "32FC1" and out["semantic"].encoding == "mono8"
+    assert out["semantic_color"].encoding == "rgb8" and out["overlay"].encoding == "rgb8"
+
+    expected = reference(seen_rgb)
+    depth = image_to_array(out["depth"])
+    want = expected.depth * np.float32(SCALE)
+    want[want > max_depth] = np.nan
+    assert np.array_equal(np.isfinite(depth), np.isfinite(want))
+    assert np.isfinite(depth).mean() > 0.5 and (depth[np.isfinite(depth)] > 0).all()
+    np.testing.assert_allclose(depth, want, rtol=2e-3, equal_nan=True)
+
+    labels = image_to_array(out["semantic"])
+    assert labels.max() < len(reference.class_names)
+    assert (labels == expected.labels).mean() > 0.99
+    color = image_to_array(out["semantic_color"])
+    np.testing.assert_array_equal(color, reference.class_colors[labels])
+    overlay = image_to_array(out["overlay"]).astype(int)
+    blend = (1 - alpha) * seen_rgb.astype(float) + alpha * color.astype(float)
+    assert np.abs(overlay - blend).max() <= 1.0
+    return depth, labels
+
+
+@pytest.mark.parametrize("encoding,padding", [("rgb8", 0), ("bgr8", 0), ("rgba8", 0), ("bgra8", 0), ("mono8", 0),
+                                              ("rgb8", 7), ("bgra8", 4)])
+def test_every_encoding_gives_all_outputs_in_metres(ros, node, io, reference, encoding, padding):
+    rgb = synthetic_street(HEIGHT, WIDTH, seed=len(encoding) + padding)
+    pixels, seen = as_encoding(rgb, encoding)
+    frame_id = f"cam_{encoding}_optical_frame"
+    msg = make_image_msg(pixels, encoding, stamp=ros.stamp(), frame_id=frame_id, padding=padding)
+    out = send(ros, node, io, msg)
+    check_outputs(out, msg.header.stamp, frame_id, seen, reference)
+
+
+def test_points_and_depth_camera_info(ros, node, io, reference):
+    rgb = synthetic_street(HEIGHT, WIDTH, seed=3)
+    stamp = ros.stamp()
+    msg = make_image_msg(rgb, "rgb8", stamp=stamp, frame_id="cam_optical_frame")
+    info = camera_info_msg(WIDTH * 2, HEIGHT * 2, fx=300.0, frame_id="cam_optical_frame")  # calibrated at 2x
+    out = send(ros, node, io, msg, names=("depth", "points", "depth/camera_info"), with_info=info)
+
+    depth_info = out["depth/camera_info"]
+    assert stamp_key(depth_info.header.stamp) == stamp_key(stamp)
+    assert (depth_info.width, depth_info.height) == (WIDTH, HEIGHT)
+    fx, cx, cy = depth_info.k[0], depth_info.k[2], depth_info.k[5]
+    assert fx == pytest.approx(150.0) and cx == pytest.approx((WIDTH - 1) / 2) and cy == pytest.approx((HEIGHT - 1) / 2)
+
+    cloud = out["points"]
+    assert cloud.header.frame_id == "cam_optical_frame" and stamp_key(cloud.header.stamp) == stamp_key(stamp)
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb", "label"]
+    stride = 4  # config/perception.yaml
+    depth = image_to_array(out["depth"])
+    sampled = depth[::stride, ::stride]
+    valid = np.isfinite(sampled)
+    assert cloud.width * cloud.height == np.count_nonzero(valid) > 0
+    points = cloud_to_array(cloud)
+    np.testing.assert_array_equal(points["z"], sampled[valid])
+    vs, us = np.nonzero(valid)
+    us, vs = us * stride, vs * stride
+    np.testing.assert_allclose(points["x"], (us - cx) / fx * points["z"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(points["y"], (vs - cy) / fx * points["z"], rtol=1e-4, atol=1e-6)
+    colours = rgb[vs, us].astype(np.uint32)
+    np.testing.assert_array_equal(points["rgb"], (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2])
+    assert points["label"].max() < len(reference.class_names)
+
+
+def bad_frames(ros):
+    good = synthetic_street(8, 8)
+    short = make_image_msg(good, "rgb8", stamp=ros.stamp())
+    short.data = short.data[:-10]
+    narrow = make_image_msg(good, "rgb8", stamp=ros.stamp())
+    narrow.step = 8
+    cases = [
+        (Image(height=4, width=4, encoding="weird8", step=16, data=array.array("B", bytes(64))),
+         "unknown image encoding 'weird8'"),
+        (make_image_msg(np.zeros((4, 4), np.uint16), "mono16"), "'mono16' is a 16-bit image"),
+        (make_image_msg(np.zeros((4, 4), np.uint16), "16UC1"), "'16UC1' is a 16-bit image"),
+        (short, "the message is truncated"),
+        (narrow, "step 8 is smaller"),
+        (Image(height=0, width=0, encoding="rgb8", step=0), "zero-sized image (0x0)"),
+        (Image(height=20000, width=20000, encoding="rgb8", step=60000, data=array.array("B", bytes(1000))),
+         "20000x20000 = 400 Mpx"),
+    ]
+    for index, (msg, _) in enumerate(cases):
+        msg.header.stamp = ros.stamp(1000.0 + index)
+    return cases
+
+
+def test_bad_frames_are_skipped_with_a_reason_and_the_node_goes_on(ros, node, io, reference):
+    pub, _, collector = io
+    for msg, words in bad_frames(ros):
+        publish_until(ros, lambda: pub.publish(msg), lambda: words in node.output(), timeout=30,
+                      what=f"the warning {words!r}")
+        assert node.alive()
+    for msg, _ in bad_frames(ros):
+        assert not collector.has(msg.header.stamp, topics(node, ["depth"]))
+    rgb = synthetic_street(HEIGHT, WIDTH, seed=11)
+    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="after_bad")
+    check_outputs(send(ros, node, io, msg), msg.header.stamp, "after_bad", rgb, reference)
+    assert node.alive()
+    assert "Traceback" not in node.output()
+
+
+def test_parameters_apply_at_run_time_or_are_refused_with_a_reason(ros, node, io, reference):
+    fqn = f"{node.namespace}/perception_node"
+    results = set_parameters(ros, fqn, {"overlay_alpha": 0.0, "max_depth": 5.0})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    rgb = synthetic_street(HEIGHT, WIDTH, seed=5)
+    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="params")
+    out = send(ros, node, io, msg)
+    depth, _ = check_outputs(out, msg.header.stamp, "params", rgb, reference, max_depth=5.0, alpha=0.0)
+    assert np.nanmax(depth) <= 5.0
+    np.testing.assert_array_equal(image_to_array(out["overlay"]), rgb)
+
+    (model,) = set_parameters(ros, fqn, {"model_path": "/elsewhere.pt"})
+    assert not model.successful and "restart" in model.reason
+    (compressed,) = set_parameters(ros, fqn, {"compressed_input": True})
+    assert not compressed.successful and "restart" in compressed.reason
+    (alpha,) = set_parameters(ros, fqn, {"overlay_alpha": 1.5})
+    assert not alpha.successful
+    (stride,) = set_parameters(ros, fqn, {"points_stride": "two"})
+    assert not stride.successful
+
+    results = set_parameters(ros, fqn, {"overlay_alpha": 0.5, "max_depth": 100.0, "publish_overlay": False})
+    assert all(r.successful for r in results)
+    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="no_overlay")
+    send(ros, node, io, msg, names=("depth", "semantic"))
+    ros.spin_for(0.5)
+    assert not io[2].has(msg.header.stamp, topics(node, ["overlay"]))
+    (back,) = set_parameters(ros, fqn, {"publish_overlay": True})
+    assert back.successful
+
+
+def node_status(ros, node, predicate, timeout=30):
+    found = {}
+    name = f"{node.namespace}/perception_node: perception"
+
+    def on_diag(msg):
+        for status in msg.status:
+            if status.name == name:
+                found["values"] = {kv.key: kv.value for kv in status.values}
+                found["status"] = status
+
+    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    try:
+        ros.wait_for(lambda: "values" in found and predicate(found["values"]), timeout, f"diagnostics of {name}")
+    finally:
+        ros.node.destroy_subscription(sub)
+    return found["status"], found["values"]
+
+
+def test_diagnostics_report_the_pipeline(ros, node, io):
+    status, values = node_status(ros, node, lambda v: int(v["frames_processed"]) >= 5)
+    assert int(values["frames_rejected"]) >= 7       # the bad frames above
+    assert int(values["frames_received"]) >= int(values["frames_processed"]) + int(values["frames_rejected"])
+    assert values["device"] == "cpu" and values["precision"] == "fp32"
+    assert float(values["inference_ms_p50"]) > 0 and float(values["inference_ms_p95"]) >= float(
+        values["inference_ms_p50"])
+    assert float(values["latency_ms_p50"]) > 0 and float(values["processing_ms_p50"]) > 0
+    assert values["input_topic"] == node.topic("image_raw")
+    assert {"input_rate_hz", "output_rate_hz", "frames_dropped"} <= set(values)
+    assert status.hardware_id == "cpu"
+
+
+def test_no_subscriber_means_no_inference(ros, node, io):
+    """With nobody listening to any output the node skips the model (counted, not dropped)."""
+    pub, _, collector = io
+    collector.destroy()  # the last test of this node that needs outputs
+    for name in ["depth", "semantic", "semantic_color", "overlay", "points", "depth/camera_info"]:
+        ros.wait_for(lambda: ros.node.count_subscribers(node.topic(name)) == 0, 20, f"no subscriber on {name}")
+    _, before = node_status(ros, node, lambda v: True)
+    msg = make_image_msg(synthetic_street(HEIGHT, WIDTH), "rgb8", stamp=ros.stamp())
+    skipped = int(before["frames_skipped_no_subscriber"])
+    processed = int(before["frames_processed"])
+
+    def check(values):
+        pub.publish(msg)
+        return int(values["frames_skipped_no_subscriber"]) > skipped
+
+    _, after = node_status(ros, node, check)
+    assert int(after["frames_processed"]) == processed
+
+
+def test_ctrl_c_ends_the_node_cleanly(node):
+    assert node.alive()
+    code = node.stop(signal.SIGINT, timeout=30)
+    output = node.output()
+    assert code == 0, output
+    assert "Traceback" not in output and "Exception" not in output
+
+
+# ---------------------------------------------------------------- compressed input
+
+
+@pytest.fixture(scope="module")
+def compressed_node(ros, checkpoints):
+    proc = NodeProcess(ros, ["--ros-args", "-p", f"model_path:={checkpoints[1]}", "-p", "compressed_input:=true",
+                             *NODE_ARGS], namespace=ros.namespace + "_compressed")
+    with proc:
+        proc.wait_for_output("ready:", timeout=90)
+        yield proc
+
+
+def test_compressed_jpeg_and_png_and_corrupt_bytes(ros, compressed_node, reference):
+    node = compressed_node
+    pub = ros.node.create_publisher(CompressedImage, node.topic("image_raw/compressed"), 10)
+    collector = Collector(ros, {node.topic(name): kind for name, kind in IMAGE_OUTPUTS.items()})
+    ros.wait_for(lambda: pub.get_subscription_count() > 0 and collector.connected(), 60, "discovery")
+    io = (pub, None, collector)
+    rgb = synthetic_street(HEIGHT, WIDTH, seed=9)
+
+    png = rgb_to_compressed_msg(rgb, "png")
+    png.header.stamp, png.header.frame_id = ros.stamp(), "png_frame"
+    check_outputs(send(ros, node, io, png), png.header.stamp, "png_frame", rgb, reference)
+
+    jpeg = rgb_to_compressed_msg(rgb, "jpeg")
+    jpeg.header.stamp, jpeg.header.frame_id = ros.stamp(), "jpeg_frame"
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+    check_outputs(send(ros, node, io, jpeg), jpeg.header.stamp, "jpeg_frame", decoded, reference)
+
+    data = bytes(jpeg.data)
+    corrupt = [
+        (data[: len(data) // 2], "truncated JPEG"),
+        (bytes(200), "neither JPEG nor PNG"),
+        (b"", "compressed image has no data"),
+    ]
+    for index, (payload, words) in enumerate(corrupt):
+        bad = CompressedImage(format="jpeg", data=array.array("B", payload))
+        bad.header.stamp = ros.stamp(2000.0 + index)
+        publish_until(ros, lambda: pub.publish(bad), lambda: words in node.output(), timeout=30, what=words)
+    assert node.alive()
+    again = rgb_to_compressed_msg(rgb, "png")
+    again.header.stamp, again.header.frame_id = ros.stamp(), "png_again"
+    check_outputs(send(ros, node, io, again), again.header.stamp, "png_again", rgb, reference)
+
+    code = node.stop(signal.SIGTERM, timeout=30)
+    assert code == 0, node.output()
+    assert "Traceback" not in node.output()
