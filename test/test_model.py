@@ -100,7 +100,8 @@ def test_outputs_keys_shapes_dtypes(arch, tasks):
         assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     if "semantic" in out:
         # Raw logits, not log-probabilities: exp does not sum to one.
-        assert not torch.allclose(out["semantic"].exp().sum(dim=1), torch.ones(2, 64, 96), atol=1e-3)
+        prob_sums = out["semantic"].exp().sum(dim=1)
+        assert not torch.allclose(prob_sums, torch.ones(2, 64, 96), atol=1e-3)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -108,7 +109,9 @@ def test_train_mode_backward_reaches_every_parameter(arch):
     model = build_model(arch, {"semantic": 4, "depth": 1, "normal": 3}, width=0.125).train()
     out = model(torch.rand(2, 3, 32, 64))
     sum(v.square().mean() for v in out.values()).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)
+    ]
     assert missing == []
 
 
@@ -141,7 +144,10 @@ def test_input_not_rgb_batch_is_rejected(shape):
 
 @pytest.mark.parametrize(
     "tasks",
-    [{}, {"semantic": 0}, {"semantic": 2.0}, {"semantic": True}, {"a.b": 2}, {"": 1}, {"depth": 2}, {"normal": 1}],
+    [
+        {}, {"semantic": 0}, {"semantic": 2.0}, {"semantic": True},
+        {"a.b": 2}, {"": 1}, {"depth": 2}, {"normal": 1},
+    ],
     ids=repr,
 )
 def test_bad_tasks_are_rejected(tasks):

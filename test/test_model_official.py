@@ -22,7 +22,7 @@ NYU_TASKS = {"semantic": 13, "depth": 1, "normal": 3}
 
 # ---------------------------------------------------------------- layout
 
-def _conv_bn(shapes: dict, prefix: str, cin: int, cout: int, k: int = 3, conv: str = "0", bn: str = "1") -> None:
+def _conv_bn(shapes: dict, prefix: str, cin: int, cout: int, k=3, conv="0", bn="1") -> None:
     shapes[f"{prefix}.{conv}.weight"] = (cout, cin, k, k)
     shapes[f"{prefix}.{conv}.bias"] = (cout,)
     for leaf in ("weight", "bias", "running_mean", "running_var"):
@@ -123,7 +123,8 @@ def functional_reference(sd, x):
     dec_up, dec_out = {}, {}
     for lvl in reversed(range(5)):
         dec_up[lvl] = F.max_unpool2d(h, indices[lvl], kernel_size=2, stride=2)
-        h = _extra_convs(sd, f"conv_block_dec.{lvl}", _cbr(sd, f"decoder_block.{lvl}", dec_up[lvl]))
+        h = _cbr(sd, f"decoder_block.{lvl}", dec_up[lvl])
+        h = _extra_convs(sd, f"conv_block_dec.{lvl}", h)
         dec_out[lvl] = h
     preds = []
     for t in range(3):
@@ -135,7 +136,8 @@ def functional_reference(sd, x):
         for lvl in reversed(range(5)):
             a = F.interpolate(a, scale_factor=2, mode="bilinear", align_corners=True)
             a = _cbr(sd, f"decoder_block_att.{lvl}", a)
-            a = _mask(sd, f"decoder_att.{t}.{lvl}", torch.cat((dec_up[lvl], a), dim=1)) * dec_out[lvl]
+            mask = _mask(sd, f"decoder_att.{t}.{lvl}", torch.cat((dec_up[lvl], a), dim=1))
+            a = mask * dec_out[lvl]
         preds.append(_head(sd, f"pred_task{t + 1}", a))
     normal = preds[2] / torch.norm(preds[2], p=2, dim=1, keepdim=True)
     return F.log_softmax(preds[0], dim=1), preds[1], normal
@@ -156,7 +158,8 @@ def loaded(reference_sd):
 def test_reference_layout_has_the_published_parameter_count():
     # The reference prints count_parameters (every trainable tensor, logsigma included).
     shapes = reference_shapes()
-    trainable = {k: v for k, v in shapes.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    trainable = {k: v for k, v in shapes.items() if not k.endswith(buffers)}
     total = sum(torch.Size(v).numel() for v in trainable.values())
     assert total == 44_229_076
     ours = sum(p.numel() for p in SegNetMTAN(NYU_TASKS).parameters())
@@ -177,8 +180,14 @@ def test_loaded_model_reproduces_reference_forward(loaded, reference_sd):
 def test_loading_copies_every_value(loaded, reference_sd):
     ours = loaded.state_dict()
     assert torch.equal(ours["heads.semantic.output.weight"], reference_sd["pred_task1.1.weight"])
-    assert torch.equal(ours["backbone.decoder.0.first.bn.running_var"], reference_sd["decoder_block.4.1.running_var"])
-    assert torch.equal(ours["decoder_attention.normal.4.conv2.weight"], reference_sd["decoder_att.2.0.3.weight"])
+    pairs = {
+        "backbone.decoder.0.first.bn.running_var": "decoder_block.4.1.running_var",
+        "backbone.encoder.3.rest.1.conv.weight": "conv_block_enc.3.1.0.weight",
+        "decoder_shared.0.conv.bias": "decoder_block_att.4.0.bias",
+        "decoder_attention.normal.4.conv2.weight": "decoder_att.2.0.3.weight",
+    }
+    for our_key, ref_key in pairs.items():
+        assert torch.equal(ours[our_key], reference_sd[ref_key]), our_key
     assert ours["backbone.encoder.0.first.bn.num_batches_tracked"].item() == 7
     n_tensors = sum(1 for k in reference_sd if k != "logsigma")
     assert len(ours) == n_tensors
@@ -186,7 +195,8 @@ def test_loading_copies_every_value(loaded, reference_sd):
 
 def test_data_parallel_prefix_and_task_order_are_handled(loaded, reference_sd):
     wrapped = {f"module.{k}": v for k, v in reference_sd.items()}
-    model = load_official_state_dict(SegNetMTAN({"normal": 3, "depth": 1, "semantic": 13}), wrapped)
+    reordered = SegNetMTAN({"normal": 3, "depth": 1, "semantic": 13})
+    model = load_official_state_dict(reordered, wrapped)
     for key, value in loaded.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
 
@@ -244,4 +254,5 @@ def test_nothing_is_loaded_when_refused(reference_sd):
 def test_bn_counters_may_be_absent(reference_sd):
     sd = {k: v for k, v in reference_sd.items() if not k.endswith("num_batches_tracked")}
     model = load_official_state_dict(SegNetMTAN(NYU_TASKS), sd)
-    assert torch.equal(model.state_dict()["heads.depth.output.bias"], reference_sd["pred_task2.1.bias"])
+    bias = model.state_dict()["heads.depth.output.bias"]
+    assert torch.equal(bias, reference_sd["pred_task2.1.bias"])

@@ -53,7 +53,10 @@ class SegNetSingle(nn.Module):
         self.width = width
         ch = scaled_channels(width)
         self.networks = nn.ModuleDict(
-            {name: nn.Sequential(SegNetBackbone(ch, SEGNET_CONVS), TaskHead(ch[0], c)) for name, c in self.tasks.items()}
+            {
+                name: nn.Sequential(SegNetBackbone(ch, SEGNET_CONVS), TaskHead(ch[0], c))
+                for name, c in self.tasks.items()
+            }
         )
         init_weights(self)
 

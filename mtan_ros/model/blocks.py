@@ -30,7 +30,9 @@ def scaled_channels(width: float, base: Sequence[int] = SEGNET_CHANNELS) -> tupl
     if isinstance(width, bool) or not isinstance(width, (int, float)):
         raise TypeError(f"width must be a number, got {type(width).__name__}")
     if not math.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a positive finite number (1.0 = the paper's model), got {width}")
+        raise ValueError(
+            f"width must be a positive finite number (1.0 = the paper's model), got {width}"
+        )
     return tuple(max(1, round(c * width)) for c in base)
 
 
@@ -57,7 +59,9 @@ class ConvStage(nn.Module):
         if num_convs < 2:
             raise ValueError(f"a stage needs at least 2 convolutions, got {num_convs}")
         self.first = ConvBNReLU(in_channels, out_channels)
-        self.rest = nn.Sequential(*(ConvBNReLU(out_channels, out_channels) for _ in range(num_convs - 1)))
+        self.rest = nn.Sequential(
+            *(ConvBNReLU(out_channels, out_channels) for _ in range(num_convs - 1))
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.first(x)
@@ -115,10 +119,14 @@ class SegNetBackbone(nn.Module):
     width (the last stage stays at the first level's width).
     """
 
-    def __init__(self, channels: Sequence[int], convs: Sequence[int] = SEGNET_CONVS, in_channels: int = 3) -> None:
+    def __init__(
+        self, channels: Sequence[int], convs: Sequence[int] = SEGNET_CONVS, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if len(channels) != len(convs):
-            raise ValueError(f"channels {tuple(channels)} and convs {tuple(convs)} must have the same length")
+            raise ValueError(
+                f"channels {tuple(channels)} and convs {tuple(convs)} must have the same length"
+            )
         self.channels = tuple(channels)
         n = len(channels)
         ins = (in_channels, *channels[:-1])

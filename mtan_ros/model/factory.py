@@ -9,7 +9,11 @@ from torch import nn
 from .baselines import SegNetSingle, SegNetSplit
 from .segnet_mtan import SegNetMTAN
 
-_CLASSES: dict[str, type[nn.Module]] = {"mtan": SegNetMTAN, "split": SegNetSplit, "single": SegNetSingle}
+_CLASSES: dict[str, type[nn.Module]] = {
+    "mtan": SegNetMTAN,
+    "split": SegNetSplit,
+    "single": SegNetSingle,
+}
 ARCHITECTURES: tuple[str, ...] = tuple(_CLASSES)
 
 
@@ -18,5 +22,7 @@ def build_model(arch: str, tasks: Mapping[str, int], width: float = 1.0) -> nn.M
     try:
         cls = _CLASSES[arch]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}") from None
+        raise ValueError(
+            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
     return cls(tasks, width)

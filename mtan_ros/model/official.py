@@ -53,15 +53,21 @@ def _stage_keys(stage: ConvStage, ours: str, ref_first: str, ref_rest: str) -> d
     return keys
 
 
-def official_key_map(model: SegNetMTAN, task_order: Sequence[str] = REFERENCE_TASK_ORDER) -> dict[str, str]:
+def official_key_map(
+    model: SegNetMTAN, task_order: Sequence[str] = REFERENCE_TASK_ORDER
+) -> dict[str, str]:
     """Our state-dict key -> the reference's key, for every entry of ``model``."""
     n = len(model.backbone.encoder)
     keys: dict[str, str] = {}
     for s, stage in enumerate(model.backbone.encoder):
-        keys.update(_stage_keys(stage, f"backbone.encoder.{s}", f"encoder_block.{s}", f"conv_block_enc.{s}"))
+        keys.update(_stage_keys(
+            stage, f"backbone.encoder.{s}", f"encoder_block.{s}", f"conv_block_enc.{s}"
+        ))
     for k, stage in enumerate(model.backbone.decoder):
         s = n - 1 - k  # the reference indexes decoder stages by the encoder level they mirror
-        keys.update(_stage_keys(stage, f"backbone.decoder.{k}", f"decoder_block.{s}", f"conv_block_dec.{s}"))
+        keys.update(_stage_keys(
+            stage, f"backbone.decoder.{k}", f"decoder_block.{s}", f"conv_block_dec.{s}"
+        ))
     for s, block in enumerate(model.encoder_shared):
         keys.update(_block_keys(block, f"encoder_shared.{s}", f"encoder_block_att.{s}"))
     for k, block in enumerate(model.decoder_shared):
@@ -70,7 +76,9 @@ def official_key_map(model: SegNetMTAN, task_order: Sequence[str] = REFERENCE_TA
         for s, mask in enumerate(model.encoder_attention[name]):
             keys.update(_block_keys(mask, f"encoder_attention.{name}.{s}", f"encoder_att.{t}.{s}"))
         for k, mask in enumerate(model.decoder_attention[name]):
-            keys.update(_block_keys(mask, f"decoder_attention.{name}.{k}", f"decoder_att.{t}.{n - 1 - k}"))
+            keys.update(_block_keys(
+                mask, f"decoder_attention.{name}.{k}", f"decoder_att.{t}.{n - 1 - k}"
+            ))
         keys.update(_block_keys(model.heads[name], f"heads.{name}", f"pred_task{t + 1}"))
     return keys
 
@@ -102,7 +110,9 @@ def load_official_state_dict(
             shape; the message lists them all.
     """
     if not isinstance(model, SegNetMTAN):
-        raise ValueError(f"reference SegNet-MTAN weights load into a SegNetMTAN, got {type(model).__name__}")
+        raise ValueError(
+            f"reference SegNet-MTAN weights load into a SegNetMTAN, got {type(model).__name__}"
+        )
     if sorted(model.tasks) != sorted(task_order):
         raise ValueError(
             f"the reference model has tasks {list(task_order)} (in that order); "
@@ -111,7 +121,10 @@ def load_official_state_dict(
     if isinstance(state_dict, nn.Module):
         state_dict = state_dict.state_dict()
     if not isinstance(state_dict, Mapping):
-        raise ValueError(f"expected a state dict (mapping of name -> tensor), got {type(state_dict).__name__}")
+        raise ValueError(
+            "expected a state dict (mapping of name -> tensor), "
+            f"got {type(state_dict).__name__}"
+        )
     given = dict(state_dict)
     if given and all(k.startswith("module.") for k in given):
         given = {k[len("module."):]: v for k, v in given.items()}
@@ -139,7 +152,8 @@ def load_official_state_dict(
 
     if missing or unexpected or wrong_shape:
         lines = [
-            f"the state dict does not match the reference SegNet-MTAN for tasks {list(task_order)} "
+            "the state dict does not match the reference SegNet-MTAN "
+            f"for tasks {list(task_order)} "
             f"at width {model.width} (reference: width 1.0, 13 semantic classes):"
         ]
         if missing:

@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SEGNET_CONVS, AttentionMask, ConvBNReLU, SegNetBackbone, TaskHead, init_weights, scaled_channels
+from .blocks import (
+    SEGNET_CONVS,
+    AttentionMask,
+    ConvBNReLU,
+    SegNetBackbone,
+    TaskHead,
+    init_weights,
+    scaled_channels,
+)
 from .tasks import check_input, finish_output, validate_tasks
 
 
@@ -46,7 +54,9 @@ class SegNetMTAN(nn.Module):
         dec_in = [ch[s] for s in reversed(range(n))]
 
         # Shared blocks between attention stages. Encoder: widen to the next level.
-        self.encoder_shared = nn.ModuleList(ConvBNReLU(ch[s], ch[min(s + 1, n - 1)]) for s in range(n))
+        self.encoder_shared = nn.ModuleList(
+            ConvBNReLU(ch[s], ch[min(s + 1, n - 1)]) for s in range(n)
+        )
         # Decoder: bring the upsampled branch to the width of the stage it gates.
         self.decoder_shared = nn.ModuleList(ConvBNReLU(dec_in[k], dec_out[k]) for k in range(n))
 
@@ -54,13 +64,17 @@ class SegNetMTAN(nn.Module):
         # ones see it concatenated with the branch (same width, hence 2x).
         self.encoder_attention = nn.ModuleDict(
             {
-                name: nn.ModuleList(AttentionMask(ch[s] if s == 0 else 2 * ch[s], ch[s]) for s in range(n))
+                name: nn.ModuleList(
+                    AttentionMask(ch[s] if s == 0 else 2 * ch[s], ch[s]) for s in range(n)
+                )
                 for name in self.tasks
             }
         )
         self.decoder_attention = nn.ModuleDict(
             {
-                name: nn.ModuleList(AttentionMask(dec_in[k] + dec_out[k], dec_out[k]) for k in range(n))
+                name: nn.ModuleList(
+                    AttentionMask(dec_in[k] + dec_out[k], dec_out[k]) for k in range(n)
+                )
                 for name in self.tasks
             }
         )
@@ -72,8 +86,12 @@ class SegNetMTAN(nn.Module):
         shared = self.backbone.features(x)
         outputs: dict[str, torch.Tensor] = {}
         for name, head in self.heads.items():
-            branch = self._attend_encoder(self.encoder_attention[name], shared.encoder_first, shared.encoder_out)
-            branch = self._attend_decoder(self.decoder_attention[name], shared.decoder_in, shared.decoder_out, branch)
+            branch = self._attend_encoder(
+                self.encoder_attention[name], shared.encoder_first, shared.encoder_out
+            )
+            branch = self._attend_decoder(
+                self.decoder_attention[name], shared.decoder_in, shared.decoder_out, branch
+            )
             outputs[name] = finish_output(name, head(branch))
         return outputs
 
@@ -88,7 +106,11 @@ class SegNetMTAN(nn.Module):
         return branch
 
     def _attend_decoder(
-        self, masks: nn.ModuleList, ins: list[torch.Tensor], outs: list[torch.Tensor], branch: torch.Tensor
+        self,
+        masks: nn.ModuleList,
+        ins: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        branch: torch.Tensor,
     ) -> torch.Tensor:
         for mask, shared_conv, up, out in zip(masks, self.decoder_shared, ins, outs):
             branch = F.interpolate(branch, scale_factor=2.0, mode="bilinear", align_corners=True)

@@ -30,10 +30,14 @@ def validate_tasks(tasks: Mapping[str, int]) -> dict[str, int]:
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"task names must be non-empty strings without '.', got {name!r}")
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"task {name!r} needs a positive integer channel count, got {channels!r}")
+            raise ValueError(
+                f"task {name!r} needs a positive integer channel count, got {channels!r}"
+            )
         fixed = FIXED_CHANNELS.get(name)
         if fixed is not None and channels != fixed:
-            raise ValueError(f"task {name!r} has {fixed} output channel(s) by definition, got {channels}")
+            raise ValueError(
+                f"task {name!r} has {fixed} output channel(s) by definition, got {channels}"
+            )
         out[name] = channels
     return out
 
