@@ -1,1 +1,16 @@
-"""inference"""
+"""Checkpoint loading and the ROS-free Predictor."""
+from mtan_ros.inference.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointMeta,
+    ModelSpec,
+    build_model_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from mtan_ros.inference.predictor import Prediction, Predictor, resolve_device, resolve_precision
+
+__all__ = [
+    "Checkpoint", "CheckpointError", "CheckpointMeta", "ModelSpec", "Prediction", "Predictor",
+    "build_model_from_checkpoint", "load_checkpoint", "resolve_device", "resolve_precision", "save_checkpoint",
+]
