@@ -10,7 +10,9 @@ def test_defaults_follow_the_paper():
     assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.temperature) == (1e-4, 8, 200, 2.0)
     assert (cfg.weighting, cfg.arch, cfg.width, cfg.lr_gamma) == ("equal", "mtan", 1.0, 0.5)
     assert cfg.resolved_lr_step == 100  # halve at the midpoint
-    assert parse_train_args(["--data", "d", "--epochs", "7"]).resolved_lr_step == 3
+    assert parse_train_args(["--data", "d", "--epochs", "7"]).resolved_lr_step == 4  # once, at epoch 4
+    assert parse_train_args(["--data", "d", "--epochs", "2"]).resolved_lr_step == 1
+    assert parse_train_args(["--data", "d", "--epochs", "7", "--lr-step", "2"]).resolved_lr_step == 2
 
 
 def test_yaml_sets_flags_and_command_line_overrides(tmp_path):

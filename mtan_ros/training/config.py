@@ -109,8 +109,9 @@ class TrainConfig:
 
     @property
     def resolved_lr_step(self) -> int:
-        """Epochs between decays; by default the midpoint of the run, as in the paper."""
-        return self.lr_step if self.lr_step is not None else max(1, self.epochs // 2)
+        """Epochs between decays; by default half the run (rounded up), so the rate is halved once,
+        at the midpoint, as in the paper (200 epochs, StepLR(100, 0.5))."""
+        return self.lr_step if self.lr_step is not None else max(1, math.ceil(self.epochs / 2))
 
 
 def _field_type(f) -> tuple[type, bool]:
