@@ -68,11 +68,12 @@ class ConvStage(nn.Module):
         return first, self.rest(first)
 
 
-class AttentionMask(nn.Module):
+class AttentionMask(nn.Sequential):
     """Task-specific soft mask in [0, 1]: 1x1 conv-BN-ReLU, 1x1 conv-BN-sigmoid.
 
     The mask is multiplied element-wise onto a shared feature map so that
-    each task picks the features it needs from the shared network.
+    each task picks the features it needs from the shared network. A plain
+    Sequential, so inference can fold each BatchNorm into its convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -82,10 +83,7 @@ class AttentionMask(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=1)
         self.bn2 = nn.BatchNorm2d(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        return torch.sigmoid(self.bn2(self.conv2(x)))
+        self.sigmoid = nn.Sigmoid()
 
 
 class TaskHead(nn.Sequential):
