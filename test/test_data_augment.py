@@ -46,7 +46,8 @@ def test_crop_is_a_window_enlarged_with_nearest_labels():
         window = ids[top:top + H // 2, left:left + W // 2]
         assert torch.equal(lab, window.repeat_interleave(2, 0).repeat_interleave(2, 1))
         # the image is the same window, bilinearly enlarged (its mean is close to the window's)
-        assert img.mean().item() == pytest.approx(image[:, top:top + H // 2, left:left + W // 2].mean().item(), abs=0.02)
+        crop = image[:, top:top + H // 2, left:left + W // 2]
+        assert img.mean().item() == pytest.approx(crop.mean().item(), abs=0.02)
 
 
 def test_flip_flips_all_three_together():

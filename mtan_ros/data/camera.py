@@ -87,15 +87,20 @@ class CityscapesCamera:
         disparity[valid] = self.baseline * self.fx / depth[valid]
         return disparity
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self, **extrinsic: float) -> dict[str, Any]:
         """The Cityscapes camera json layout, plus the image size the intrinsics refer to.
 
         Real Cityscapes files have no size entry (their intrinsics are for 2048x1024);
-        `from_json` assumes that when it is absent.
+        `from_json` assumes that when it is absent. Keyword arguments fill the other
+        extrinsic entries (pitch, roll, yaw in radians; x, y, z in metres), 0 by default.
         """
+        pose = {"pitch": 0.0, "roll": 0.0, "yaw": 0.0, "x": 0.0, "y": 0.0, "z": 0.0}
+        unknown = set(extrinsic) - set(pose)
+        if unknown:
+            raise TypeError(f"unknown extrinsic entries {sorted(unknown)}; expected some of {sorted(pose)}")
+        pose.update({k: float(v) for k, v in extrinsic.items()})
         return {
-            "extrinsic": {"baseline": self.baseline, "pitch": 0.0, "roll": 0.0, "yaw": 0.0,
-                          "x": 0.0, "y": 0.0, "z": 0.0},
+            "extrinsic": {"baseline": self.baseline, **pose},
             "intrinsic": {"fx": self.fx, "fy": self.fy, "u0": self.u0, "v0": self.v0},
             "image_size": {"width": int(self.width), "height": int(self.height)},
         }
@@ -136,9 +141,10 @@ class CityscapesCamera:
             raise DataError(path, "camera json is not an object", "a Cityscapes camera json object")
         return cls.from_dict(data, source=path)
 
-    def to_json(self, path: "str | os.PathLike[str]") -> None:
+    def to_json(self, path: "str | os.PathLike[str]", **extrinsic: float) -> None:
+        """Write a Cityscapes-style camera json (see `to_json_dict`)."""
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_json_dict(), handle, indent=2)
+            json.dump(self.to_json_dict(**extrinsic), handle, indent=2)
             handle.write("\n")
 
 

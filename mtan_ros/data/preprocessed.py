@@ -57,8 +57,8 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(path, f"{what} file not found", f"one {what} file per image") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(path, f"cannot read {what} .npy ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
-                        "a numpy .npy array file") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(path, f"cannot read {what} .npy ({reason})", "a numpy .npy array file") from None
     if not isinstance(array, np.ndarray):
         raise DataError(path, f"{what} file does not hold a single array", "a numpy .npy array file")
     return array

@@ -494,17 +494,19 @@ class _Renderer:
     # shading ---------------------------------------------------------------------------------
     def _tex(self, s, t, scale, which=0):
         """Bilinearly interpolated tileable noise at world coordinates (s, t) * scale."""
-        tile = self.noise if which == 0 else self.noise2
+        tile = (self.noise if which == 0 else self.noise2).ravel()
+        n = _NOISE_SIZE
         s = np.asarray(s, dtype=np.float32) * np.float32(scale)
         t = np.asarray(t, dtype=np.float32) * np.float32(scale)
         s0, t0 = np.floor(s), np.floor(t)
         fs, ft = s - s0, t - t0
-        i0 = s0.astype(np.int64) & (_NOISE_SIZE - 1)
-        j0 = t0.astype(np.int64) & (_NOISE_SIZE - 1)
-        i1, j1 = (i0 + 1) & (_NOISE_SIZE - 1), (j0 + 1) & (_NOISE_SIZE - 1)
-        top = tile[i0, j0] * (1 - ft) + tile[i0, j1] * ft
-        bottom = tile[i1, j0] * (1 - ft) + tile[i1, j1] * ft
-        return top * (1 - fs) + bottom * fs
+        i0 = (s0.astype(np.int32) & (n - 1)) * n
+        j0 = t0.astype(np.int32) & (n - 1)
+        i1, j1 = (i0 + n) & (n * n - 1), (j0 + 1) & (n - 1)
+        a, b = tile.take(i0 + j0), tile.take(i0 + j1)
+        c, d = tile.take(i1 + j0), tile.take(i1 + j1)
+        top = a + (b - a) * ft
+        return top + (c + (d - c) * ft - top) * fs
 
     def render(self) -> SyntheticScene:
         lay, rng = self.lay, self.rng
@@ -528,14 +530,16 @@ class _Renderer:
             p_geo[i, :len(p.geom)] = p.geom
 
         valid = self.pid >= 0
-        rows, cols = np.nonzero(valid)
-        pid = self.pid[rows, cols]
-        t = self.zbuf[rows, cols]
-        X = self.cx + t * self.xd[0, cols]
-        Y = self.ch - t * self.down[rows, 0]
-        Z = t * self.fwd[rows, 0]
-        face = self.face[rows, cols]
-        mat = p_mat[pid]
+        flat = np.flatnonzero(valid)
+        rows = flat // W
+        cols = flat - rows * W
+        pid = self.pid.ravel().take(flat)
+        t = self.zbuf.ravel().take(flat)
+        X = self.cx + t * self.xd[0].take(cols)
+        Y = self.ch - t * self.down[:, 0].take(rows)
+        Z = t * self.fwd[:, 0].take(rows)
+        face = self.face.ravel().take(flat)
+        mat = p_mat.take(pid)
         labels = np.full((H, W), SKY, dtype=np.uint8)
         lab = p_lab[pid].copy()
         albedo = p_alb[pid].copy()
@@ -665,18 +669,22 @@ class _Renderer:
         azim = rng.uniform(-np.pi, np.pi)
         sun = np.array([np.cos(elev) * np.sin(azim), np.sin(elev), np.cos(elev) * np.cos(azim)], dtype=np.float32)
         ambient = rng.uniform(0.55, 0.8) if overcast else rng.uniform(0.3, 0.5)
-        normal = np.zeros((len(pid), 3), dtype=np.float32)
-        f0, f1, f2, f3 = (face == 0), (face == 1), (face == 2), (face == 3)
-        normal[f0, 0] = -np.sign(self.xd[0, cols[f0]])
-        normal[f1, 1] = np.where(Y[f1] > 0.5 * (p_geo[pid[f1], 2] + p_geo[pid[f1], 3]), 1.0, -1.0)
-        normal[mat == M_GROUND] = (0.0, 1.0, 0.0)
-        normal[f2, 2] = -1.0
-        if f3.any():
+        # n . sun per face kind: 0 = X face (faces the camera side), 1 = top or bottom (and the
+        # ground), 2 = the face towards the camera (-Z), 3 = sphere (normal from the centre).
+        lambert = np.empty(len(pid), dtype=np.float32)
+        f0 = np.flatnonzero(face == 0)
+        lambert[f0] = -np.sign(self.xd[0].take(cols[f0])) * sun[0]
+        f1 = np.flatnonzero(face == 1)
+        top = (mat[f1] == M_GROUND) | (Y[f1] > 0.5 * (p_geo[pid[f1], 2] + p_geo[pid[f1], 3]))
+        lambert[f1] = np.where(top, sun[1], -sun[1])
+        lambert[face == 2] = -sun[2]
+        f3 = np.flatnonzero(face == 3)
+        if len(f3):
             geo = p_geo[pid[f3]]
-            d = np.stack([X[f3] - geo[:, 0], Y[f3] - geo[:, 1], Z[f3] - geo[:, 2]], axis=1)
-            normal[f3] = d / np.maximum(geo[:, 3:4], 1e-3)
-        lambert = np.clip(normal @ sun, 0.0, 1.0)
-        light = ambient + (1.0 - ambient) * lambert * (0.6 if overcast else 1.0) * 1.6
+            lambert[f3] = ((X[f3] - geo[:, 0]) * sun[0] + (Y[f3] - geo[:, 1]) * sun[1]
+                           + (Z[f3] - geo[:, 2]) * sun[2]) / np.maximum(geo[:, 3], 1e-3)
+        np.clip(lambert, 0.0, 1.0, out=lambert)
+        light = ambient + (1.0 - ambient) * (0.6 if overcast else 1.0) * 1.6 * lambert
         colour = albedo * (tex * light)[:, None]
 
         # Sky: gradient from horizon to zenith with soft clouds; also the haze colour.
@@ -688,16 +696,20 @@ class _Renderer:
             horizon = np.array([0.95, 0.7, 0.45])
         # elevation of each row's ray above the horizon
         elev_rows = np.clip(-self.down[:, 0] / np.sqrt(self.down[:, 0] ** 2 + self.fwd[:, 0] ** 2), 0, 1)
-        mix = np.sqrt(elev_rows)[:, None, None]
-        image = ((1 - mix) * horizon + mix * zenith).astype(np.float32) * np.ones((1, W, 1), dtype=np.float32)
-        vv, uu = np.mgrid[0:H, 0:W].astype(np.float32)
-        clouds = self._tex(uu * (128.0 / max(W, 1)), vv * (64.0 / max(H, 1)), 0.35, 1)
-        image += (np.clip(clouds, 0, None) * (0.25 if not overcast else 0.1))[..., None]
+        mix = np.sqrt(elev_rows)[:, None]
+        sky_rows = ((1 - mix) * horizon + mix * zenith).astype(np.float32)  # H x 3
+        image = np.empty((H * W, 3), dtype=np.float32)
+        sky = np.flatnonzero(~valid.ravel())
+        if len(sky):
+            srow = sky // W
+            clouds = self._tex((sky - srow * W) * np.float32(128.0 / W), srow * np.float32(64.0 / H), 0.35, 1)
+            image[sky] = sky_rows[srow] + (np.clip(clouds, 0, None) * (0.25 if not overcast else 0.1))[:, None]
         haze = (0.6 * horizon + 0.4 * np.array([0.8, 0.8, 0.8])).astype(np.float32)
         fog_dist = rng.uniform(120.0, 600.0)
-        fog = (1.0 - np.exp(-t / fog_dist)).astype(np.float32)[:, None]
-        image[rows, cols] = colour * (1 - fog) + haze[None, :] * fog
-        labels[rows, cols] = lab
+        fog = (1.0 - np.exp(-t / np.float32(fog_dist))).astype(np.float32)[:, None]
+        image[flat] = colour + (haze[None, :] - colour) * fog
+        image = image.reshape(H, W, 3)
+        labels.ravel()[flat] = lab
 
         depth = np.where(valid, self.zbuf, np.float32(np.nan)).astype(np.float32)
 
@@ -713,15 +725,22 @@ class _Renderer:
                 rows_h = np.nonzero(hood)[0].astype(np.float32)
                 image[hood] = np.array([0.10, 0.10, 0.12], dtype=np.float32) + (0.1 * rows_h / H)[:, None]
 
-        # Camera: exposure, white balance, vignetting, gamma, sensor noise.
+        # Camera: exposure, white balance, vignetting, gamma (a lookup table), sensor noise.
         gain = rng.uniform(0.75, 1.25)
-        balance = np.clip(1.0 + rng.uniform(-0.08, 0.08, 3), 0.8, 1.2).astype(np.float32)
+        balance = np.clip(1.0 + rng.uniform(-0.08, 0.08, 3), 0.8, 1.2)
+        xn = (np.arange(W, dtype=np.float32) - W / 2) / (W / 2)
+        yn = (np.arange(H, dtype=np.float32) - H / 2) / (H / 2)
+        vignette = 1.0 - 0.075 * (xn[None, :] ** 2 + yn[:, None] ** 2)
+        image *= vignette[..., None]
         image *= (gain * balance).astype(np.float32)
-        rr = ((uu - W / 2) / (W / 2)) ** 2 + ((vv - H / 2) / (H / 2)) ** 2
-        image *= (1.0 - 0.15 * rr / 2)[..., None]
-        image = np.clip(image, 0.0, 1.0) ** np.float32(rng.uniform(0.85, 1.1))
-        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(0.004, 0.02))
-        image_u8 = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        levels = 1024
+        tone = (np.linspace(0.0, 1.0, levels, dtype=np.float32) ** np.float32(rng.uniform(0.85, 1.1))) * 255.0
+        index = np.clip(image, 0.0, 1.0)
+        index *= levels - 1
+        image = tone.take(index.astype(np.int32))
+        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(255.0 * rng.uniform(0.004, 0.02))
+        image += 0.5
+        image_u8 = np.clip(image, 0.0, 255.0).astype(np.uint8)
 
         info = {"objects": len(prims) - 1, "z_end": lay.z_end, "overcast": bool(overcast)}
         return SyntheticScene(image=image_u8, labels=labels, depth=depth, camera=self.cam,

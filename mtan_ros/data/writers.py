@@ -173,7 +173,8 @@ def write_raw_tree(out, n_train: int, n_val: int, size: Sequence[int] = (128, 25
                      cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
             _imwrite(cv2, folders["gtFine"] / f"{name}_gtFine_labelIds.png", to_label_id[scene.labels])
             _imwrite(cv2, folders["disparity"] / f"{name}_disparity.png", disparity_png(scene.depth, scene.camera))
-            scene.camera.to_json(folders["camera"] / f"{name}_camera.json")
+            # The scene's pose goes in the extrinsic entries (z = height above the ground).
+            scene.camera.to_json(folders["camera"] / f"{name}_camera.json", pitch=scene.pitch, z=scene.camera_height)
     _finish(out, params, {"depth": "metres = baseline * fx / ((p - 1) / 256) from each frame's camera json"})
     return out
 
