@@ -1,0 +1,55 @@
+"""The same mtan-train command under torchrun: 2 CPU processes (gloo) give single-process metrics."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def torchrun() -> str | None:
+    candidate = Path(sys.executable).with_name("torchrun")
+    return str(candidate) if candidate.exists() else shutil.which("torchrun")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or torchrun() is None,
+                    reason="torch.distributed / torchrun not available in this PyTorch")
+def test_two_process_gloo_run_reduces_metrics_exactly(tmp_path):
+    from mtan_ros.data import open_dataset, write_preprocessed_tree
+    from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mtan_ros.training.evaluate import evaluate
+
+    # Odd split sizes: the two processes get unequal validation shards.
+    tree = write_preprocessed_tree(tmp_path / "syn", n_train=5, n_val=3, size=(64, 128), seed=3)
+    out = tmp_path / "ddp"
+    script = Path(sys.executable).with_name("mtan-train")
+    command = [torchrun(), "--standalone", "--nproc_per_node=2", str(script) if script.exists() else "-m",
+               *([] if script.exists() else ["mtan_ros.training.train_cli"]),
+               "--data", str(tree), "--out", str(out), "--epochs", "2", "--batch-size", "2", "--width", "0.125",
+               "--weighting", "uncert", "--lr", "1e-2", "--device", "cpu", "--workers", "0", "--no-progress",
+               "--no-tensorboard", "--no-plots"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Only rank 0 prints the epoch summaries.
+    assert proc.stdout.count("epoch   2/2") == 1, proc.stdout
+
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    last = rows[-1]
+    assert float(last["logvar_semantic"]) != -0.5  # learnt, with gradients averaged over processes
+
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt.training_state["world_size"] == 2
+    model = build_model_from_checkpoint(ckpt)
+    val = open_dataset(tree, split="val")
+    single = evaluate(model, torch.utils.data.DataLoader(val, batch_size=2), dict(ckpt.meta.model.tasks),
+                      torch.device("cpu"), depth_encoding=val.depth_encoding)
+    assert single.images == 3
+    for key in ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m", "rel_err_m"):
+        assert ckpt.meta.metrics[key] == pytest.approx(single.metrics[key], rel=1e-6), key
+        assert float(last[f"val_{key}"]) == pytest.approx(single.metrics[key], rel=1e-6), key
