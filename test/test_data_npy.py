@@ -114,3 +114,10 @@ def test_synthetic_dataset_items():
     assert item["semantic"].min() >= -1 and item["semantic"].max() < 7
     assert (item["depth"] >= 0).all() and (item["depth"] > 0).any()
     assert ds.camera(0).size == SIZE
+
+
+def test_empty_split_is_not_written(tmp_path):
+    root = write_preprocessed_tree(tmp_path / "e", 1, 0, size=SIZE)
+    assert not (root / "val").exists()
+    with pytest.raises(DataError, match="no 'val' folder"):
+        open_dataset(root, "val")

@@ -412,24 +412,33 @@ class _Renderer:
         self.noise2 = _tileable_noise(rng)
 
     # geometry ------------------------------------------------------------------------------
-    def _window(self, x0, x1, y0, y1, z0, z1):
-        """Pixel window (r0, r1, c0, c1) covering the projection of a world box, or None if off-screen."""
-        xs = np.array([x0, x1, x0, x1, x0, x1, x0, x1], dtype=np.float64) - self.lay.cam_x
-        dn = self.lay.cam_h - np.array([y0, y0, y1, y1, y0, y0, y1, y1], dtype=np.float64)
-        zs = np.array([z0, z0, z0, z0, z1, z1, z1, z1], dtype=np.float64)
+    def _windows(self, bounds: np.ndarray) -> list:
+        """Pixel windows (r0, r1, c0, c1) covering the projections of N world boxes (N x 6 bounds
+        x0, x1, y0, y1, z0, z1), None for boxes that cannot be seen; all boxes at once."""
+        x = bounds[:, [0, 1, 0, 1, 0, 1, 0, 1]] - self.lay.cam_x
+        dn = self.lay.cam_h - bounds[:, [2, 2, 3, 3, 2, 2, 3, 3]]
+        zs = bounds[:, [4, 4, 4, 4, 5, 5, 5, 5]]
         yc = dn * self.cp - zs * self.sp
         zc = dn * self.sp + zs * self.cp
-        if np.all(zc <= 0.05):
-            return None
-        if np.any(zc <= 0.05):
-            return 0, self.H, 0, self.W
-        u = self.cam.u0 + self.cam.fx * xs / zc
-        v = self.cam.v0 + self.cam.fy * yc / zc
-        c0, c1 = int(max(np.floor(u.min()) - 1, 0)), int(min(np.ceil(u.max()) + 2, self.W))
-        r0, r1 = int(max(np.floor(v.min()) - 1, 0)), int(min(np.ceil(v.max()) + 2, self.H))
-        if c0 >= c1 or r0 >= r1:
-            return None
-        return r0, r1, c0, c1
+        behind = zc <= 0.05
+        safe = np.where(behind, 1.0, zc)
+        u = self.cam.u0 + self.cam.fx * x / safe
+        v = self.cam.v0 + self.cam.fy * yc / safe
+        c0 = np.maximum(np.floor(u.min(1)) - 1, 0).astype(np.int64)
+        c1 = np.minimum(np.ceil(u.max(1)) + 2, self.W).astype(np.int64)
+        r0 = np.maximum(np.floor(v.min(1)) - 1, 0).astype(np.int64)
+        r1 = np.minimum(np.ceil(v.max(1)) + 2, self.H).astype(np.int64)
+        windows = []
+        for i in range(len(bounds)):
+            if behind[i].all() or bounds[i, 5] <= bounds[i, 4]:
+                windows.append(None)
+            elif behind[i].any():  # crosses the camera plane: test the whole image
+                windows.append((0, self.H, 0, self.W))
+            elif c0[i] >= c1[i] or r0[i] >= r1[i]:
+                windows.append(None)
+            else:
+                windows.append((int(r0[i]), int(r1[i]), int(c0[i]), int(c1[i])))
+        return windows
 
     def _commit(self, window, t, hit, pid, face):
         r0, r1, c0, c1 = window
@@ -442,14 +451,9 @@ class _Renderer:
         if face is not None:
             self.face[r0:r1, c0:c1][upd] = face[upd] if isinstance(face, np.ndarray) else face
 
-    def _box(self, pid: int, geom) -> None:
+    def _box(self, pid: int, geom, window) -> None:
         x0, x1, y0, y1, z0, z1 = geom
-        z0 = max(z0, 0.5)
-        if z1 <= z0:
-            return
-        window = self._window(x0, x1, y0, y1, z0, z1)
-        if window is None:
-            return
+        z0 = max(z0, 0.5)  # nothing nearer can be seen; keeps the window finite
         r0, r1, c0, c1 = window
         xd, down, fwd = self.xd[:, c0:c1], self.down[r0:r1], self.fwd[r0:r1]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -466,11 +470,8 @@ class _Renderer:
         face = np.where(txn >= trn, np.int8(0), np.where(tyn >= za, np.int8(1), np.int8(2)))
         self._commit(window, tn, hit, pid, face)
 
-    def _sphere(self, pid: int, geom) -> None:
+    def _sphere(self, pid: int, geom, window) -> None:
         xc, yc, zc, rad = geom
-        window = self._window(xc - rad, xc + rad, yc - rad, yc + rad, zc - rad, zc + rad)
-        if window is None:
-            return
         r0, r1, c0, c1 = window
         xd, down, fwd = self.xd[:, c0:c1], self.down[r0:r1], self.fwd[r0:r1]
         ox, oy, oz = self.cx - np.float32(xc), self.ch - np.float32(yc), np.float32(-zc)
@@ -513,11 +514,21 @@ class _Renderer:
         H, W = self.H, self.W
         self._ground()
         prims = [_Prim("ground", (), M_GROUND, ROAD, (0, 0, 0))] + lay.prims
-        for pid, prim in enumerate(prims[1:], start=1):
+        bounds = np.empty((len(prims) - 1, 6), dtype=np.float64)
+        for i, prim in enumerate(prims[1:]):
             if prim.kind == "box":
-                self._box(pid, prim.geom)
+                x0, x1, y0, y1, z0, z1 = prim.geom
+                bounds[i] = (x0, x1, y0, y1, max(z0, 0.5), z1)
             else:
-                self._sphere(pid, prim.geom)
+                xc, yc, zc, rad = prim.geom
+                bounds[i] = (xc - rad, xc + rad, yc - rad, yc + rad, zc - rad, zc + rad)
+        for pid, (prim, window) in enumerate(zip(prims[1:], self._windows(bounds)), start=1):
+            if window is None:
+                continue
+            if prim.kind == "box":
+                self._box(pid, prim.geom, window)
+            else:
+                self._sphere(pid, prim.geom, window)
 
         # Per-primitive tables for the shading pass.
         n = len(prims)

@@ -104,6 +104,8 @@ def write_preprocessed_tree(out, n_train: int, n_val: int, size: Sequence[int] =
         return out
     label_named = f"label_{num_classes}"
     for split, count in splits:
+        if count == 0:
+            continue  # no empty split folders: readers would report them as broken
         base = out / split
         for sub in ("image", "label", label_named, "depth"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,8 @@ def write_raw_tree(out, n_train: int, n_val: int, size: Sequence[int] = (128, 25
         return out
     to_label_id = train_id_to_label_id()
     for split, count in splits:
+        if count == 0:
+            continue
         city = CITIES[split]
         folders = {kind: out / kind / split / city for kind in ("leftImg8bit", "gtFine", "disparity", "camera")}
         for folder in folders.values():
