@@ -223,11 +223,13 @@ class _Layout:
                     self.box(line, line + side * 0.25, 0.0, wall_h, z0, z1, material, label, albedo,
                              (float(r.uniform(0.08, 0.2)), 0.0, 0.0, 0.0))
                     back = line + side * float(r.uniform(6.0, 20.0))
+                    self.terrain.append((min(line, back), max(line, back), z0, z1))  # a garden behind
                     self._building(side, back, z0 - float(r.uniform(0, 5)), z1 + float(r.uniform(0, 5)))
                 elif kind == "hedge":
                     self.box(line, line + side * 1.2, 0.0, float(r.uniform(1.0, 2.5)), z0, z1, M_FOLIAGE,
                              VEGETATION, self._green())
                     back = line + side * float(r.uniform(4.0, 15.0))
+                    self.terrain.append((min(line, back), max(line, back), z0, z1))
                     self._building(side, back, z0, z1)
                 else:  # park: grass with trees, buildings far behind
                     far = line + side * float(r.uniform(15.0, 40.0))
@@ -320,8 +322,9 @@ class _Layout:
     def _vehicles(self) -> None:
         r = self.rng
         for side in (-1, 1):  # parked along the kerbs
-            z = float(r.uniform(3.0, 12.0))
             x = self.curb(side) - side * 1.15
+            # in the camera's own lane they stand further ahead, like traffic waiting
+            z = float(r.uniform(12.0, 35.0)) if abs(x - self.cam_x) < 1.6 else float(r.uniform(3.0, 12.0))
             while z < self.z_end - 10:
                 if r.random() < 0.65:
                     self._car(x + float(r.uniform(-0.15, 0.15)), z)
