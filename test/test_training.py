@@ -170,3 +170,14 @@ def test_eval_cli_refuses_data_with_other_classes(trained, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "7 classes" in err and "19-class" in err
+
+
+def test_amp_on_cpu_trains_in_bfloat16(tree, tmp_path):
+    from mtan_ros.training.config import TrainConfig
+    from mtan_ros.training.trainer import train
+
+    cfg = TrainConfig(data=str(tree), out=str(tmp_path / "amp"), epochs=1, batch_size=2, width=0.125, workers=0,
+                      amp=True, device="cpu", limit_train=2, limit_val=1, progress=False, tensorboard=False,
+                      plots=False)
+    row = train(cfg).history[0]
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_miou"])

@@ -132,10 +132,10 @@ def sample_mosaic(image: Any, pred_labels: Any, gt_labels: Any, pred_depth_m: An
         else depth_range(pred_depth_m)
     panels = [
         (image, "input"),
-        (colorize_labels(pred_labels, palette), "predicted labels"),
+        (colorize_labels(pred_labels, palette), "predicted"),
         (colorize_labels(gt_labels, palette), "ground truth"),
-        (colorize_depth(pred_depth_m, vmin, vmax), f"predicted depth {vmin:.1f}-{vmax:.0f} m"),
-        (colorize_depth(gt_depth_m, vmin, vmax), "ground-truth depth"),
+        (colorize_depth(pred_depth_m, vmin, vmax), f"depth {vmin:.3g}-{vmax:.3g} m"),
+        (colorize_depth(gt_depth_m, vmin, vmax), "true depth"),
     ]
     height = image.shape[0]
     sep = np.full((height + 18, 2, 3), 255, dtype=np.uint8)

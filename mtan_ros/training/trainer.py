@@ -503,7 +503,8 @@ class _Run:
         if "val_abs_err" in row:
             parts.append(f"abs {row['val_abs_err']:.4f} rel {row['val_rel_err'] * 100:.2f}%")
             if "val_abs_err_m" in row:
-                parts.append(f"abs {row['val_abs_err_m']:.2f} m")
+                metres = row["val_abs_err_m"]
+                parts.append(f"abs {metres:.2f} m" if math.isfinite(metres) else "abs - m (no positive depth)")
         if self.cfg.weighting != "equal":
             parts.append("w " + "/".join(f"{row[f'weight_{t}']:.3f}" for t in self.tasks))
         parts.append(f"{row['images_per_s']:.1f} img/s, {row['time_s']:.0f} s")

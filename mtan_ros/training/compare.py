@@ -1,0 +1,84 @@
+"""Train the paper's comparison on one dataset and print one table.
+
+    python -m mtan_ros.training.compare --data DIR --out DIR [--epochs N] [--width W] [mtan-train flags]
+
+Runs, one after another with identical settings otherwise: one SegNet per task
+(``single``), a shared SegNet with task heads (``split``), and MTAN with equal,
+DWA and uncertainty weighting. Each run lands in OUT/<name>/ as a normal
+mtan-train run (so it can be resumed or evaluated); the table (mean of the last
+validated epochs, as the paper reports, plus wall time and parameter count) is
+printed and saved as OUT/comparison.json.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+__all__ = ["RUNS", "main"]
+
+RUNS = {
+    "single": {"arch": "single", "weighting": "equal"},
+    "split equal": {"arch": "split", "weighting": "equal"},
+    "mtan equal": {"arch": "mtan", "weighting": "equal"},
+    "mtan dwa": {"arch": "mtan", "weighting": "dwa"},
+    "mtan uncert": {"arch": "mtan", "weighting": "uncert"},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError, parse_train_args
+    from .report import format_table, write_json
+    from .trainer import TrainingError, train
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = None
+    if "--runs" in argv:
+        i = argv.index("--runs")
+        only = [name.strip() for name in argv[i + 1].split(",")]
+        del argv[i:i + 2]
+        unknown = [name for name in only if name not in RUNS]
+        if unknown:
+            print(f"compare: unknown runs {unknown}; choose from {', '.join(RUNS)}", file=sys.stderr)
+            return 2
+    try:
+        base = parse_train_args(argv)
+    except ConfigError as exc:
+        print(f"compare: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(base.out)
+    table, summary = {}, {}
+    for name, settings in RUNS.items():
+        if only and name not in only:
+            continue
+        config = replace(base, out=str(out / name.replace(" ", "_")), **settings)
+        start = time.perf_counter()
+        try:
+            result = train(config)
+        except TrainingError as exc:
+            print(f"compare: {name}: {exc}", file=sys.stderr)
+            return 2
+        wall = time.perf_counter() - start
+        report = result.report
+        from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+        params = sum(p.numel() for p in build_model_from_checkpoint(load_checkpoint(result.last)).parameters())
+        table[f"{name} ({wall / 60:.1f} min)"] = report["last_n"]
+        summary[name] = {**report["last_n"], "best": report["best"], "wall_time_s": wall, "parameters": params,
+                         "train_images_per_s": report["train_images_per_s"], "stopped_early": result.stopped_early}
+        units = report["units"]["abs_err"]
+    if not summary:
+        print("compare: no runs selected", file=sys.stderr)
+        return 2
+    text = format_table(table, units, with_paper=False)
+    print(text)
+    for name, s in summary.items():
+        print(f"{name:14s} {s['parameters'] / 1e6:7.3f} M parameters, {s['train_images_per_s']:.2f} train img/s, "
+              f"{s['wall_time_s']:.0f} s")
+    write_json({"runs": summary, "settings": base.to_dict(), "table": text}, out / "comparison.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
