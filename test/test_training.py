@@ -122,6 +122,9 @@ def test_user_errors_are_clear(tree, trained, tmp_path, capsys):
                            *FAST]) == 2
     err = capsys.readouterr().err
     assert "was trained as arch=mtan" in err and "arch=split" in err
+    assert train_cli.main(["--data", str(tree), "--out", str(trained), "--resume", "--weighting", "uncert",
+                           *FAST]) == 2
+    assert "saved weighting is 'equal'" in capsys.readouterr().err
     assert train_cli.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), *FAST]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert train_cli.main(["--out", str(tmp_path / "x")]) == 2

@@ -251,15 +251,15 @@ class _Run:
         if state.get("world_size", 1) != self.ctx.world_size:
             self.log(f"note: resuming a {state.get('world_size', 1)}-process run with {self.ctx.world_size} "
                      "process(es): the data order from here on differs from an uninterrupted run")
-        self.model.load_state_dict(ckpt.state_dict)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self._follow_schedule()
-        try:
+        try:  # first: another weighting also changes the optimiser's parameter list
             load_weighting_state(self.weighting, state["weighting"])
         except ValueError as exc:
             raise TrainingError(f"'{last}': {exc}; resume with --weighting {state['weighting'].get('name')}") \
                 from None
+        self.model.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._follow_schedule()
         if self.use_scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.loss_history = {t: [float(v) for v in state["loss_history"].get(t, [])] for t in self.tasks}
