@@ -244,3 +244,34 @@ def test_throttle_thread_safety_smoke():
         t.join()
     assert len(hits) == 1 and throttle.take_suppressed("x") == 3999
     assert time.monotonic() > 0
+
+
+# ---------------------------------------------------------------- Fast DDS transport
+
+
+def test_large_image_transport_only_when_the_user_chose_none():
+    from mtan_ros.ros.transport import large_image_env
+
+    chosen = large_image_env({})
+    assert list(chosen) == ["FASTDDS_DEFAULT_PROFILES_FILE"]
+    assert chosen["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_shm.xml")
+    for variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS"):
+        assert large_image_env({variable: "mine"}) == {}
+
+
+def test_shipped_fastdds_profile_keeps_udp_and_enlarges_shared_memory():
+    import xml.etree.ElementTree as ET
+
+    from mtan_ros.ros.transport import profile_path
+
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ET.parse(profile_path()).getroot()
+    kinds = {d.findtext("dds:transport_id", namespaces=ns): d.findtext("dds:type", namespaces=ns)
+             for d in root.iterfind(".//dds:transport_descriptor", ns)}
+    assert sorted(kinds.values()) == ["SHM", "UDPv4"]
+    segment = int(root.findtext(".//dds:transport_descriptor/dds:segment_size", namespaces=ns))
+    assert segment >= 3 * 1024 * 2048 * 4  # several 2 Mpx float images in flight
+    participant = root.find(".//dds:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)]
+    assert sorted(used) == sorted(kinds)
