@@ -113,3 +113,26 @@ def test_normal_errors_hand_case():
     assert errors["mean"] == pytest.approx(45.0)
     assert errors["median"] == pytest.approx(45.0)
     assert errors["within_11.25"] == pytest.approx(0.5)
+
+
+def test_per_image_definition_hand_case_and_difference_from_whole_split():
+    from mtan_ros.training.metrics import PerImageSegmentation
+
+    # Image 1: classes 0 and 1, all right -> mIoU 1, acc 1.
+    # Image 2: gt all 0; prediction half 0, half 2 -> IoU(0) = 2/4, IoU(2) = 0/2, mIoU 0.25, acc 0.5;
+    # a void pixel predicted as 1 does not create a union for class 1.
+    target = torch.tensor([[[0, 0, 1, 1, -1]], [[0, 0, 0, 0, -1]]])
+    pred = torch.tensor([[[0, 0, 1, 1, 2]], [[0, 0, 2, 2, 1]]])
+    per_image = PerImageSegmentation(3)
+    per_image.update(pred, target)
+    assert per_image.images == 2
+    assert per_image.miou() == pytest.approx((1.0 + 0.25) / 2)
+    assert per_image.pixel_accuracy() == pytest.approx((1.0 + 0.5) / 2)
+    whole = ConfusionMatrix(3)
+    whole.update(pred, target)
+    # whole split: IoU(0) = 4/6, IoU(1) = 2/2, IoU(2) = 0/2 -> 5/9; accuracy 6/8
+    assert whole.miou() == pytest.approx((4 / 6 + 1 + 0) / 3)
+    assert whole.pixel_accuracy() == pytest.approx(6 / 8)
+    # an image with no labelled pixel is skipped
+    per_image.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), -1))
+    assert per_image.images == 2

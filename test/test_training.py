@@ -152,7 +152,7 @@ def test_eval_cli_writes_json_and_samples_matching_training_metrics(trained, tre
     assert rc == 0
     result = json.loads(out_json.read_text())
     rows = read_rows(trained / "metrics.csv")
-    for key in ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m"):
+    for key in ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m", "miou_per_image"):
         assert result[key] == pytest.approx(rows[-1][f"val_{key}"], rel=1e-5), key
     assert result["images"] == 4 and len(result["per_class_iou"]) == 7
     assert set(result["per_class_iou"]) == {"flat", "construction", "object", "nature", "sky", "human", "vehicle"}

@@ -50,6 +50,7 @@ def test_two_process_gloo_run_reduces_metrics_exactly(tmp_path):
     single = evaluate(model, torch.utils.data.DataLoader(val, batch_size=2), dict(ckpt.meta.model.tasks),
                       torch.device("cpu"), depth_encoding=val.depth_encoding)
     assert single.images == 3
-    for key in ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m", "rel_err_m"):
+    for key in ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m", "rel_err_m", "miou_per_image",
+                "pixel_accuracy_per_image"):
         assert ckpt.meta.metrics[key] == pytest.approx(single.metrics[key], rel=1e-6), key
         assert float(last[f"val_{key}"]) == pytest.approx(single.metrics[key], rel=1e-6), key

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .losses import task_losses
-from .metrics import ConfusionMatrix, DepthErrors
+from .metrics import ConfusionMatrix, DepthErrors, PerImageSegmentation
 
 __all__ = ["EvalResult", "evaluate", "autocast_context", "to_device", "predict", "convert_depth"]
 
@@ -26,6 +26,7 @@ class EvalResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     confusion: ConfusionMatrix | None = None
+    per_image: PerImageSegmentation | None = None
     depth: DepthErrors | None = None
     depth_m: DepthErrors | None = None
     images: int = 0
@@ -91,6 +92,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], tasks:
     """
     model.eval()
     confusion = ConfusionMatrix(tasks["semantic"], device=device) if "semantic" in tasks else None
+    per_image = PerImageSegmentation(tasks["semantic"], device=device) if "semantic" in tasks else None
     depth = DepthErrors(device=device) if "depth" in tasks else None
     depth_m = DepthErrors(device=device) if "depth" in tasks and depth_encoding is not None else None
     names = list(tasks)
@@ -106,7 +108,9 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], tasks:
         sums[len(names)] += 1
         sums[len(names) + 1] += images.shape[0]
         if confusion is not None:
-            confusion.update(outputs["semantic"].argmax(1), batch["semantic"])
+            labels = outputs["semantic"].argmax(1)
+            confusion.update(labels, batch["semantic"])
+            per_image.update(labels, batch["semantic"])
         if depth is not None:
             target = batch["depth"].reshape(outputs["depth"].shape)
             depth.update(outputs["depth"], target)
@@ -116,7 +120,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], tasks:
             progress.update(1)
     if dist is not None:
         dist.all_reduce_sum(sums)
-        for acc in (confusion, depth, depth_m):
+        for acc in (confusion, per_image, depth, depth_m):
             if acc is not None:
                 acc.all_reduce()
     batches = max(float(sums[len(names)]), 1.0)
@@ -124,6 +128,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], tasks:
     if confusion is not None:
         metrics["miou"] = confusion.miou()
         metrics["pixel_accuracy"] = confusion.pixel_accuracy()
+        metrics["miou_per_image"] = per_image.miou()
+        metrics["pixel_accuracy_per_image"] = per_image.pixel_accuracy()
     if depth is not None:
         metrics["abs_err"] = depth.abs_err()
         metrics["rel_err"] = depth.rel_err()
@@ -132,5 +138,5 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], tasks:
         metrics["rel_err_m"] = depth_m.rel_err()
         if depth_m.missing:
             metrics["depth_missing_fraction"] = depth_m.missing / max(depth_m.missing + depth_m.count, 1)
-    return EvalResult(metrics=metrics, confusion=confusion, depth=depth, depth_m=depth_m,
+    return EvalResult(metrics=metrics, confusion=confusion, per_image=per_image, depth=depth, depth_m=depth_m,
                       images=int(sums[len(names) + 1]))

@@ -20,7 +20,8 @@ from typing import Any, Sequence
 __all__ = ["METRICS", "PAPER_TABLE", "build_report", "format_table", "format_per_class", "write_json",
            "depth_units", "best_score"]
 
-METRICS = ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m", "rel_err_m")
+METRICS = ("miou", "pixel_accuracy", "abs_err", "rel_err", "abs_err_m", "rel_err_m", "miou_per_image",
+           "pixel_accuracy_per_image")
 HIGHER_IS_BETTER = {"miou": True, "pixel_accuracy": True, "abs_err": False, "rel_err": False, "loss": False}
 
 # Liu et al. 2019, Table (Cityscapes, 7 classes, 128x256): mIoU %, pixel accuracy %, abs err
@@ -86,6 +87,8 @@ def build_report(rows: Sequence[dict[str, Any]], *, best_metric: str, last_n: in
         "units": {
             "miou": "fraction; whole-split confusion matrix (reference code), not the paper's per-image mean",
             "pixel_accuracy": "fraction of labelled pixels",
+            "miou_per_image": "fraction; the paper's definition: mIoU per image over its classes, averaged",
+            "pixel_accuracy_per_image": "fraction; pixel accuracy per image, averaged (paper's definition)",
             "abs_err": depth_units(depth_encoding),
             "rel_err": "fraction |p - g| / g in dataset depth units",
             "abs_err_m": "metres",
@@ -117,6 +120,10 @@ def format_table(rows: dict[str, dict[str, Any]], depth_units_text: str = "datas
         for name, (miou, acc, abs_err, rel_err) in PAPER_TABLE.items():
             lines.append(f"{name:28s} {miou:>8.2f} {acc:>9.2f} {abs_err:>9.4f} {rel_err:>9.2f} "
                          f"{'-':>9s} {'-':>11s}")
+    for name, m in rows.items():
+        if m is not None and _finite(m.get("miou_per_image")):
+            lines.append(f"{name}: per-image mIoU {_fmt(m['miou_per_image'], 100)} %, pixel accuracy "
+                         f"{_fmt(m.get('pixel_accuracy_per_image'), 100)} % (the paper's definition)")
     lines.append(f"AbsErr in {depth_units_text}; 'm' columns in metres. mIoU from one confusion matrix "
                  "over the whole split" + ("; paper rows: real Cityscapes, per-image mIoU, inverse depth."
                                            if with_paper else "."))
