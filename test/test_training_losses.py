@@ -26,7 +26,7 @@ def test_semantic_loss_ignores_void_pixels():
 def test_semantic_loss_all_void_is_zero_not_nan():
     logits = torch.randn(1, 3, 2, 2, requires_grad=True)
     loss = semantic_loss(logits, torch.full((1, 2, 2), -1))
-    assert float(loss) == 0.0
+    assert float(loss.detach()) == 0.0
     loss.backward()
     assert torch.all(logits.grad == 0)
 
@@ -35,14 +35,14 @@ def test_depth_loss_uses_only_nonzero_targets():
     pred = torch.tensor([[[[1.0, 5.0], [2.0, 7.0]]]], requires_grad=True)
     target = torch.tensor([[[[2.0, 0.0], [2.5, 0.0]]]])
     loss = depth_loss(pred, target)
-    assert float(loss) == pytest.approx((1.0 + 0.5) / 2)
+    assert float(loss.detach()) == pytest.approx((1.0 + 0.5) / 2)
     loss.backward()
     assert pred.grad[0, 0].tolist() == [[-0.5, 0.0], [-0.5, 0.0]]
-    assert float(depth_loss(pred, target[:, 0])) == pytest.approx(0.75)  # N×H×W target
-    assert float(depth_loss(pred, torch.zeros_like(target))) == 0.0
+    assert float(depth_loss(pred, target[:, 0]).detach()) == pytest.approx(0.75)  # N×H×W target
+    assert float(depth_loss(pred, torch.zeros_like(target)).detach()) == 0.0
     nan_target = target.clone()
     nan_target[0, 0, 0, 1] = math.nan  # a NaN would poison the loss; it is treated as invalid
-    assert float(depth_loss(pred, nan_target)) == pytest.approx(0.75)
+    assert float(depth_loss(pred, nan_target).detach()) == pytest.approx(0.75)
 
 
 def test_normal_loss_is_one_minus_mean_cosine_over_valid_pixels():
