@@ -281,7 +281,8 @@ class _McapState:
             self.schemas[sid] = cur.string()
         elif op == _OP_CHANNEL:
             cid, sid = cur.u16(), cur.u16()
-            topic, _encoding = cur.string(), cur.string()
+            topic = cur.string()
+            cur.string()  # message encoding (cdr)
             if sid and sid not in self.schemas:
                 raise _Damaged(f"channel '{topic}' at byte {offset} refers to unknown schema {sid}")
             self.channels[cid] = (topic, self.schemas.get(sid, ""))

@@ -1,0 +1,345 @@
+"""`bag_player`: play a rosbag2 into ROS 2, at its recorded rate or in lockstep with the model.
+
+    ros2 run mtan_ros bag_player --ros-args -p bag:=BAG [-p rate:=1.0] [-p lockstep:=true]
+        [-p publish_clock:=true]
+
+Why a player of our own next to `ros2 bag play`: an accuracy run must give the
+same numbers every time, but a node that always processes the newest frame
+drops frames whenever inference is slower than the camera. In `lockstep`
+mode the player sends a frame, waits until the node's prediction of it (a
+message on `lockstep_topic` with that frame's stamp) has arrived, and only
+then sends the next one: nothing is dropped and the run is deterministic. A
+frame whose prediction does not come within `lockstep_timeout` is sent again
+(`lockstep_retries` times) and then given up, so a lost message never hangs
+the run. It also needs no ROS installation (ros2 bag is not on PyPI) and
+plays damaged bags up to their last good message.
+
+Messages are published as the raw CDR bytes stored in the bag (no
+deserialisation), on the recorded topics, reliable keep-last `qos_depth`,
+grouped into frames by log time. `rate` scales the recorded timing (2.0 =
+twice as fast; 0 = as fast as possible). With `publish_clock` the player
+publishes /clock with the bag's time, so that nodes with use_sim_time follow
+the bag; the player itself always times itself with the steady clock.
+Before the first frame it waits until `wait_for_subscribers` topics (default:
+the image topics it plays) have subscribers, and in lockstep until
+`lockstep_topic` has a publisher, for at most `wait_timeout` seconds.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
+from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, open_bag
+
+NODE_NAME = "bag_player"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+
+# name: (default, description)
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "bag": ("", "rosbag2 folder (or its .mcap/.db3 file) to play."),
+    "rate": (1.0, "Playback speed as a multiple of the recorded timing; 0 = as fast as possible."),
+    "lockstep": (False, "Send each frame only after the prediction of the previous one has arrived."),
+    "lockstep_topic": (PREDICTION_DEPTH_TOPIC, "Topic whose message with a frame's stamp marks it as done."),
+    "lockstep_timeout": (10.0, "Seconds to wait for a frame's prediction before sending it again."),
+    "lockstep_retries": (2, "How often a frame without prediction is sent again before it is given up."),
+    "publish_clock": (False, "Publish /clock with the bag's time (for nodes with use_sim_time)."),
+    "clock_rate": (50.0, "Hz at which /clock is published while waiting between frames."),
+    "topics": ([""], "Topics to play; empty = every topic of the bag."),
+    "wait_for_subscribers": ([""], "Topics that must have a subscriber before playing; empty = the image topics."),
+    "wait_timeout": (60.0, "Seconds to wait for subscribers (and the lockstep publisher) before playing anyway."),
+    "start_delay": (0.5, "Seconds to wait after discovery, so that every node has seen every other."),
+    "qos_depth": (10, "History depth of the reliable publishers."),
+}
+_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+          list: ParameterType.PARAMETER_STRING_ARRAY}
+
+
+class PlayerError(Exception):
+    """The player cannot start or go on; one-line message saying what to change."""
+
+
+@dataclass
+class Tick:
+    """Messages with one log time (one camera frame in our bags)."""
+
+    log_time_ns: int
+    messages: list[BagMessage] = field(default_factory=list)
+    image_stamp_ns: Optional[int] = None
+
+
+@dataclass
+class PlayStats:
+    frames: int = 0
+    messages: int = 0
+    timeouts: int = 0
+    lost: int = 0
+    seconds: float = 0.0
+    damaged: Optional[str] = None
+
+
+def message_class(msgtype: str) -> Any:
+    """'sensor_msgs/msg/Image' -> the rclpy message class (None if that package is not installed)."""
+    try:
+        package, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ValueError, ImportError, AttributeError):
+        return None
+
+
+class BagPlayer(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = self._declare()
+        if not self.p["bag"]:
+            raise PlayerError("parameter bag is empty: pass the bag to play, e.g. "
+                              "`--ros-args -p bag:=runs/demo/val_bag` (mtan-make-bag writes bags)")
+        if self.p["rate"] < 0:
+            raise PlayerError(f"rate must be >= 0 (0 = as fast as possible); got {self.p['rate']}")
+        try:
+            self.bag = open_bag(self.p["bag"])
+        except BagReadError as exc:
+            raise PlayerError(str(exc)) from None
+        wanted = [t for t in self.p["topics"] if t]
+        topics = self.bag.topics
+        if wanted:
+            unknown = sorted(set(wanted) - set(topics))
+            if unknown:
+                raise PlayerError(f"topics {unknown} are not in the bag; it has {sorted(topics)}")
+            topics = {name: info for name, info in topics.items() if name in wanted}
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p["qos_depth"]),
+                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        self.publishers_by_topic: dict[str, Any] = {}
+        for name, info in topics.items():
+            cls = message_class(info.msgtype)
+            if cls is None:
+                self.get_logger().warning(f"not playing {name}: message type {info.msgtype} is not installed")
+                continue
+            self.publishers_by_topic[name] = self.create_publisher(cls, name, qos)
+        if not self.publishers_by_topic:
+            raise PlayerError(f"nothing to play: the bag has no playable topics ({sorted(self.bag.topics)})")
+        self.image_topics = [n for n, info in topics.items() if info.msgtype in IMAGE_TYPES
+                             and n in self.publishers_by_topic]
+        self.clock_pub = None
+        if self.p["publish_clock"]:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE))
+        self.done_stamps: set[int] = set()
+        self.lockstep_sub = None
+        if self.p["lockstep"]:
+            if not self.image_topics:
+                raise PlayerError("lockstep needs an image topic in the bag (sensor_msgs/Image or CompressedImage)")
+            from sensor_msgs.msg import Image
+
+            self.lockstep_sub = self.create_subscription(
+                Image, self.p["lockstep_topic"], self._on_prediction,
+                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+        self.executor_: Optional[SingleThreadedExecutor] = None
+
+    def _declare(self) -> dict[str, Any]:
+        values = {}
+        for name, (default, description) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description)
+            values[name] = self.declare_parameter(name, default, descriptor).value
+        for name in ("topics", "wait_for_subscribers"):
+            values[name] = [str(t) for t in (values[name] or []) if str(t)]
+        return values
+
+    # ------------------------------------------------------------------ callbacks and waiting
+    def _on_prediction(self, raw: bytes) -> None:
+        try:
+            self.done_stamps.add(header_stamp_ns(raw))
+        except ValueError:
+            pass
+
+    def spin_for(self, seconds: float, until: Any = None) -> bool:
+        """Spin (and keep /clock alive) for `seconds` or until `until()` is true; returns until()'s value."""
+        end = time.monotonic() + max(0.0, seconds)
+        period = 1.0 / self.p["clock_rate"] if self.p["clock_rate"] > 0 else 0.1
+        while True:
+            if until is not None and until():
+                return True
+            now = time.monotonic()
+            if now >= end:
+                return bool(until()) if until is not None else False
+            self._tick_clock()
+            self.executor_.spin_once(timeout_sec=min(period, end - now))
+
+    def _subscribers(self, topic: str) -> int:
+        # For our own topics count matched readers (DDS has really connected them), not the
+        # ROS graph, which can know a subscription before its reader has been matched.
+        pub = self.publishers_by_topic.get(topic)
+        return pub.get_subscription_count() if pub is not None else self.count_subscribers(topic)
+
+    def _missing_for_start(self) -> list[str]:
+        missing = [f"a subscriber on {t}" for t in (self.p["wait_for_subscribers"] or self.image_topics)
+                   if self._subscribers(t) == 0]
+        if self.p["lockstep"] and self.count_publishers(self.p["lockstep_topic"]) == 0:
+            missing.append(f"a publisher on {self.p['lockstep_topic']} (the perception node)")
+        return missing
+
+    def wait_for_peers(self) -> None:
+        timeout = float(self.p["wait_timeout"])
+        if timeout <= 0:
+            return
+        if not self.spin_for(timeout, lambda: not self._missing_for_start()):
+            self.get_logger().warning(f"playing without {', '.join(self._missing_for_start())} "
+                                      f"(waited {timeout:g} s)")
+        self.spin_for(float(self.p["start_delay"]))
+
+    # ------------------------------------------------------------------ clock
+    _clock_ns: Optional[int] = None
+    _clock_anchor: Optional[tuple[float, int]] = None  # (monotonic, bag ns) while the bag time runs freely
+    _clock_next = 0.0
+
+    def _tick_clock(self, force: bool = False) -> None:
+        if self.clock_pub is None or self._clock_ns is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._clock_next:
+            return
+        self._clock_next = now + (1.0 / self.p["clock_rate"] if self.p["clock_rate"] > 0 else 0.1)
+        value = self._clock_ns
+        if self._clock_anchor is not None and self.p["rate"] > 0:
+            start, bag_ns = self._clock_anchor
+            value = max(value, bag_ns + int((now - start) * 1e9 * self.p["rate"]))
+            self._clock_ns = value
+        from rosgraph_msgs.msg import Clock
+
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(int(value), 1_000_000_000)
+        self.clock_pub.publish(msg)
+
+    def _set_clock(self, bag_ns: int, running: bool) -> None:
+        self._clock_ns = bag_ns if self._clock_ns is None else max(self._clock_ns, bag_ns)
+        self._clock_anchor = (time.monotonic(), self._clock_ns) if running else None
+        self._tick_clock(force=True)
+
+    # ------------------------------------------------------------------ playing
+    def ticks(self) -> Iterator[Tick]:
+        """Messages grouped by log time; a BagCorruptError ends the iteration after the last good one."""
+        current: Optional[Tick] = None
+        for msg in self.bag.messages(self.publishers_by_topic):
+            if current is not None and msg.log_time_ns != current.log_time_ns:
+                yield current
+                current = None
+            if current is None:
+                current = Tick(msg.log_time_ns)
+            current.messages.append(msg)
+            if msg.topic in self.image_topics and current.image_stamp_ns is None:
+                try:
+                    current.image_stamp_ns = header_stamp_ns(msg.data)
+                except ValueError:
+                    pass
+        if current is not None:
+            yield current
+
+    def _publish(self, tick: Tick) -> None:
+        for msg in tick.messages:
+            self.publishers_by_topic[msg.topic].publish(msg.data)
+
+    def play(self, executor: SingleThreadedExecutor) -> PlayStats:
+        self.executor_ = executor
+        stats = PlayStats()
+        self.wait_for_peers()
+        rate, lockstep = float(self.p["rate"]), bool(self.p["lockstep"])
+        mode = "lockstep" if lockstep else "free"
+        self.get_logger().info(f"playing {self.bag.path} ({self.bag.storage}, {len(self.publishers_by_topic)} "
+                               f"topics) in {mode} mode at rate {rate:g}"
+                               f"{', publishing /clock' if self.clock_pub is not None else ''}")
+        started = time.monotonic()
+        first_log: Optional[int] = None
+        previous_log: Optional[int] = None
+        previous_send = started
+        last_report = started
+        ticks = self.ticks()
+        try:
+            for tick in ticks:
+                if first_log is None:
+                    first_log = tick.log_time_ns
+                if rate > 0:
+                    if lockstep and previous_log is not None:
+                        # Relative pacing: a slow prediction delays the schedule instead of causing a burst.
+                        target = previous_send + (tick.log_time_ns - previous_log) / 1e9 / rate
+                    else:
+                        target = started + (tick.log_time_ns - first_log) / 1e9 / rate
+                    self.spin_for(target - time.monotonic())
+                self._set_clock(tick.log_time_ns, running=not lockstep and rate > 0)
+                previous_send, previous_log = time.monotonic(), tick.log_time_ns
+                self._publish(tick)
+                stats.messages += len(tick.messages)
+                if tick.image_stamp_ns is not None:
+                    stats.frames += 1
+                    if lockstep:
+                        self._await_prediction(tick, stats)
+                if time.monotonic() - last_report > 10.0:
+                    last_report = time.monotonic()
+                    self.get_logger().info(f"played {stats.frames} frames")
+        except BagCorruptError as exc:
+            stats.damaged = str(exc)
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    def _await_prediction(self, tick: Tick, stats: PlayStats) -> None:
+        stamp = tick.image_stamp_ns
+        timeout = float(self.p["lockstep_timeout"])
+        for attempt in range(int(self.p["lockstep_retries"]) + 1):
+            if attempt:
+                stats.timeouts += 1
+                self.get_logger().warning(f"no prediction for the frame stamped {stamp / 1e9:.3f} s after "
+                                          f"{timeout:g} s; sending it again ({attempt}/{self.p['lockstep_retries']})")
+                self._publish(tick)
+            if self.spin_for(timeout, lambda: stamp in self.done_stamps):
+                self.done_stamps.clear()
+                return
+        stats.lost += 1
+        self.get_logger().error(f"giving up the frame stamped {stamp / 1e9:.3f} s: no prediction on "
+                                f"{self.p['lockstep_topic']} after {int(self.p['lockstep_retries']) + 1} tries")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of `bag_player`: 0 when the bag was played, 1 when it could not be (or was damaged)."""
+    rclpy.init(args=argv)
+    node: Optional[BagPlayer] = None
+    code = 0
+    executor = SingleThreadedExecutor()
+    try:
+        node = BagPlayer()
+        executor.add_node(node)
+        stats = node.play(executor)
+        rate = stats.frames / stats.seconds if stats.seconds > 0 else float("nan")
+        summary = (f"played {stats.frames} frames ({stats.messages} messages) in {stats.seconds:.1f} s "
+                   f"({rate:.2f} frames/s)")
+        if node.p["lockstep"]:
+            summary += f"; lockstep: {stats.timeouts} re-sent, {stats.lost} given up"
+        node.get_logger().info(summary)
+        if stats.damaged:
+            node.get_logger().error(stats.damaged)
+            code = 1
+    except PlayerError as exc:
+        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""`evaluator`: score the perception node on a replayed bag (accuracy and latency).
+
+    ros2 run mtan_ros evaluator --ros-args -r __ns:=/camera -p output_dir:=runs/replay
+        [-p bag:=BAG] [-p model_path:=CK] [-p frames:=N]
+
+Subscribes (relative names, so a namespace or remaps place it next to the node):
+  image_raw, image_raw/compressed   the camera input (for latency and the mosaic)
+  depth_gt, semantic_gt             ground truth from the bag (mtan-make-bag writes them)
+  depth, semantic                   the perception node's predictions
+and pairs them by header stamp. All the bookkeeping and the metrics live in
+`mtan_ros.bags.replay_eval` (ROS-free; the training code's metric classes);
+this node only turns messages into arrays with their reception times.
+
+It finishes when `frames` frames have been evaluated (default: the frame
+count recorded in `bag`), when nothing has arrived for `idle_timeout`
+seconds, or on Ctrl-C / shutdown; then it writes `output_dir/report.json`
+and `output_dir/mosaic.png`, prints the table and exits (with
+`exit_when_done`). Idle time is measured on the steady clock, so it works with
+use_sim_time when /clock stops at the end of a bag.
+
+Latency uses the middleware's reception timestamps of the input image and of
+the prediction (one clock, the evaluator's machine), never the header stamp
+against sim time; see replay_eval for the details.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from sensor_msgs.msg import CompressedImage, Image
+
+from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
+from mtan_ros.ros.image_conversion import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_array,
+    image_msg_to_rgb,
+)
+
+NODE_NAME = "evaluator"
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "output_dir": ("runs/replay", "Folder for report.json and mosaic.png."),
+    "bag": ("", "The bag being played (optional): frame count and class names/colours from its metadata."),
+    "model_path": ("", "The node's checkpoint (optional): class count, names and colours from it."),
+    "num_classes": (0, "Number of classes; 0 = from model_path, else from bag, else 7."),
+    "frames": (0, "Finish after this many evaluated frames; 0 = the bag's frame count (or only idle/shutdown)."),
+    "idle_timeout": (15.0, "Finish when nothing arrived for this many seconds (steady clock); 0 = never."),
+    "mosaic_frames": (4, "Frames drawn in mosaic.png (spread over the run when the frame count is known)."),
+    "exit_when_done": (True, "Exit after writing the report (else keep running idle)."),
+}
+_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+class EvaluatorError(Exception):
+    """The evaluator cannot start; one-line message saying what to change."""
+
+
+def _stamp_ns(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def _received_s(info: Any) -> float:
+    """Reception time (s, system clock) from the middleware, or now when it does not say."""
+    stamp = 0
+    if info is not None:
+        try:
+            stamp = int(info["received_timestamp"])
+        except (KeyError, TypeError):
+            stamp = 0
+    return (stamp if stamp > 0 else time.time_ns()) / 1e9
+
+
+def _bag_info(path: str) -> dict[str, Any]:
+    if not path:
+        return {}
+    from mtan_ros.bags.reader import BagReadError, open_bag
+
+    try:
+        bag = open_bag(path)
+    except BagReadError as exc:
+        raise EvaluatorError(f"parameter bag: {exc}") from None
+    info: dict[str, Any] = {}
+    try:
+        info = json.loads(bag.custom_data.get("mtan_ros", "{}"))
+    except ValueError:
+        info = {}
+    if "frames" not in info:
+        counts = [t.count for t in bag.topics.values()
+                  if t.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+                  and t.name.endswith(("image_raw", "image_raw/compressed")) and t.count]
+        if counts:
+            info["frames"] = max(counts)
+    return info
+
+
+class EvaluatorNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = self._declare()
+        classes = self._classes()
+        bag = classes.pop("bag_info")
+        frames = int(self.p["frames"]) or int(bag.get("frames", 0) or 0)
+        self.core = ReplayEvaluator(classes["num_classes"], classes["names"], classes["colors"],
+                                    mosaic_frames=int(self.p["mosaic_frames"]), expected_frames=frames)
+        self.done = Future()
+        self.finished = False
+        self.report: Optional[dict[str, Any]] = None
+        self.last_activity: Optional[float] = None
+        self.last_progress = time.monotonic()
+        self.bad_messages = 0
+
+        inputs = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs = [
+            self.create_subscription(Image, "image_raw", self._on_image, inputs),
+            self.create_subscription(CompressedImage, "image_raw/compressed", self._on_image, inputs),
+            self.create_subscription(Image, "depth_gt", self._gt_callback("depth"), reliable),
+            self.create_subscription(Image, "semantic_gt", self._gt_callback("semantic"), reliable),
+            self.create_subscription(Image, "depth", self._pred_callback("depth"), reliable),
+            self.create_subscription(Image, "semantic", self._pred_callback("semantic"), reliable),
+        ]
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.timer = self.create_timer(0.2, self._check, clock=steady)
+        self.get_logger().info(
+            f"evaluating {self.subs[4].topic_name} and {self.subs[5].topic_name} against "
+            f"{self.subs[2].topic_name} and {self.subs[3].topic_name}: {classes['num_classes']} classes, "
+            f"{f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
+
+    def _declare(self) -> dict[str, Any]:
+        values = {}
+        for name, (default, description) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description)
+            values[name] = self.declare_parameter(name, default, descriptor).value
+        if values["num_classes"] < 0 or values["frames"] < 0 or values["mosaic_frames"] < 0:
+            raise EvaluatorError("num_classes, frames and mosaic_frames must be >= 0")
+        return values
+
+    def _classes(self) -> dict[str, Any]:
+        """Class count, names and colours: checkpoint, then bag metadata, then the Cityscapes tables."""
+        bag = _bag_info(self.p["bag"])
+        names = colors = None
+        count = int(self.p["num_classes"])
+        if self.p["model_path"]:
+            from mtan_ros.inference.checkpoint import CheckpointError, load_checkpoint
+
+            try:
+                meta = load_checkpoint(self.p["model_path"]).meta
+            except CheckpointError as exc:
+                raise EvaluatorError(f"cannot read model_path {self.p['model_path']!r}: {exc}") from None
+            names, colors = list(meta.class_names), [tuple(c) for c in meta.class_colors]
+        elif bag.get("class_names"):
+            names, colors = list(bag["class_names"]), [tuple(c) for c in bag.get("class_colors", [])] or None
+        if count == 0:
+            count = len(names) if names else 7
+        if names is not None and len(names) != count:
+            names, colors = None, None
+        if names is None or not colors:
+            from mtan_ros.data.classes import class_set
+
+            table = class_set(count)
+            names, colors = list(table.names), list(table.colors)
+        return {"num_classes": count, "names": names, "colors": colors, "bag_info": bag}
+
+    # ------------------------------------------------------------------ callbacks
+    def _touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def _warn_bad(self, topic: str, exc: Exception) -> None:
+        self.bad_messages += 1
+        if self.bad_messages <= 5:
+            self.get_logger().warning(f"{topic}: message skipped: {exc}")
+
+    def _on_image(self, msg: Any, info: Any) -> None:
+        if self.finished:
+            return
+        self._touch()
+        stamp = _stamp_ns(msg)
+
+        def decode() -> np.ndarray:
+            if isinstance(msg, CompressedImage):
+                return compressed_msg_to_rgb(msg)
+            return image_msg_to_rgb(msg)
+
+        try:
+            self.core.on_input(stamp, _received_s(info), decode)
+        except ImageConversionError as exc:
+            self.core.on_input(stamp, _received_s(info))
+            self._warn_bad("image_raw", exc)
+
+    def _gt_callback(self, kind: str):
+        def callback(msg: Image, info: Any) -> None:
+            if self.finished:
+                return
+            self._touch()
+            try:
+                array = self._array(msg, kind)
+                self.core.on_ground_truth(_stamp_ns(msg), kind, array, _received_s(info))
+            except (ImageConversionError, ValueError) as exc:
+                self._warn_bad(f"{kind}_gt", exc)
+
+        return callback
+
+    def _pred_callback(self, kind: str):
+        def callback(msg: Image, info: Any) -> None:
+            if self.finished:
+                return
+            self._touch()
+            stamp = _stamp_ns(msg)
+            try:
+                array = self._array(msg, kind)
+                self.core.on_prediction(stamp, kind, array, _received_s(info),
+                                        stamp_age_ms=(time.time_ns() - stamp) / 1e6)
+            except (ImageConversionError, ValueError) as exc:
+                self._warn_bad(kind, exc)
+
+        return callback
+
+    @staticmethod
+    def _array(msg: Image, kind: str) -> np.ndarray:
+        want = "32FC1" if kind == "depth" else "mono8"
+        if msg.encoding != want:
+            raise ValueError(f"expected {want} for {kind}, got {msg.encoding!r}")
+        return np.array(image_msg_to_array(msg))
+
+    def _check(self) -> None:
+        if self.finished:
+            return
+        now = time.monotonic()
+        if now - self.last_progress > 2.0 and self.core.evaluated:
+            self.last_progress = now
+            total = f"/{self.core.expected_frames}" if self.core.expected_frames else ""
+            self.get_logger().info(f"evaluated {self.core.evaluated}{total} frames")
+        if self.core.complete():
+            self.finish(f"all {self.core.expected_frames} frames evaluated")
+        elif self.p["idle_timeout"] > 0 and self.last_activity is not None and \
+                now - self.last_activity > self.p["idle_timeout"]:
+            self.finish(f"nothing received for {self.p['idle_timeout']:g} s")
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, reason: str) -> dict[str, Any]:
+        """Write report.json and mosaic.png, print the table; safe to call more than once."""
+        if self.finished and self.report is not None:
+            return self.report
+        self.finished = True
+        info = {"finished_because": reason, "bag": self.p["bag"], "model_path": self.p["model_path"],
+                "bad_messages": self.bad_messages}
+        paths = self.core.write(self.p["output_dir"], info)
+        self.report = self.core.report(info)
+        print(format_report(self.report), flush=True)
+        where = ", ".join(str(p) for p in paths.values())
+        print(f"evaluator: {reason}; wrote {where}", flush=True)
+        if not self.done.done():
+            self.done.set_result(True)
+        return self.report
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of `evaluator`: 0 after writing the report, 1 when it cannot start."""
+    rclpy.init(args=argv)
+    node: Optional[EvaluatorNode] = None
+    executor = SingleThreadedExecutor()
+    code = 0
+    try:
+        node = EvaluatorNode()
+        executor.add_node(node)
+        while True:
+            executor.spin_until_future_complete(node.done)
+            if node.p["exit_when_done"]:
+                break
+            node.done = Future()  # keep serving (parameters, introspection) until shut down
+    except EvaluatorError as exc:
+        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None and not node.finished:
+            node.finish("shut down")
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
