@@ -275,3 +275,17 @@ def test_shipped_fastdds_profile_keeps_udp_and_enlarges_shared_memory():
     assert participant.get("is_default_profile") == "true"
     used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)]
     assert sorted(used) == sorted(kinds)
+
+
+def test_set_nan_beyond_matches_mask_assignment():
+    from mtan_ros.ros.perception_node import set_nan_beyond
+
+    rng = np.random.default_rng(3)
+    depth = (rng.random((40, 60)) * 150).astype(np.float32)
+    depth[::7, ::5] = np.nan
+    depth[1, 1], depth[2, 2] = np.inf, 100.0
+    want = depth.copy()
+    want[want > 100.0] = np.nan
+    set_nan_beyond(depth, 100.0)
+    np.testing.assert_array_equal(depth, want)  # NaN positions equal, values equal elsewhere
+    assert depth[2, 2] == 100.0 and np.isnan(depth[1, 1])
