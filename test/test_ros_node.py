@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import signal
+import time
 
 import cv2
 import numpy as np
@@ -302,7 +303,10 @@ def test_no_subscriber_means_no_inference(ros, node, io):
 
 
 def test_ctrl_c_ends_the_node_cleanly(node):
+    """Twice, as under ros2 launch: the terminal's SIGINT, then the one launch forwards."""
     assert node.alive()
+    node.proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
     code = node.stop(signal.SIGINT, timeout=30)
     output = node.output()
     assert code == 0, output

@@ -21,6 +21,7 @@ Every output carries the input image's header and size.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import threading
 import time
@@ -34,7 +35,6 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mtan_ros.ros import qos
@@ -326,7 +326,8 @@ class PerceptionNode(Node):
                 self.pub_points.publish(cloud)
 
         processing_ms = (time.monotonic() - received) * 1e3
-        latency_ms: float | None = (self.get_clock().now().nanoseconds - Time.from_msg(header.stamp).nanoseconds) / 1e6
+        stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+        latency_ms: float | None = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         if not (_PLAUSIBLE_LATENCY_MS[0] <= latency_ms <= _PLAUSIBLE_LATENCY_MS[1]):
             latency_ms = None
         self._stats.on_published(inference_ms, processing_ms, latency_ms)
@@ -338,7 +339,7 @@ class PerceptionNode(Node):
         self._stop.set()
         if self._worker is not None:
             self._slot.close()
-            self._worker.join(timeout=30.0)
+            self._worker.join(timeout=10.0)  # a daemon thread: never blocks the exit for longer
         device = str(getattr(self.predictor, "device", ""))
         if hasattr(self.predictor, "close"):
             self.predictor.close()
@@ -365,10 +366,28 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.close()
-        rclpy.try_shutdown()
+        # Ctrl-C under `ros2 launch` arrives twice (from the terminal, then forwarded by launch):
+        # the second must not interrupt the cleanup with a KeyboardInterrupt traceback.
+        previous = _ignore_shutdown_signals()
+        try:
+            if node is not None:
+                node.close()
+            rclpy.try_shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return code
+
+
+def _ignore_shutdown_signals() -> dict:
+    """Ignore SIGINT/SIGTERM (main thread only); returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, signal.SIG_IGN)
+    return previous
 
 
 if __name__ == "__main__":
