@@ -21,8 +21,10 @@ twice as fast; 0 = as fast as possible). With `publish_clock` the player
 publishes /clock with the bag's time, so that nodes with use_sim_time follow
 the bag; the player itself always times itself with the steady clock.
 Before the first frame it waits until `wait_for_subscribers` topics (default:
-the image topics it plays) have subscribers, and in lockstep until
-`lockstep_topic` has a publisher, for at most `wait_timeout` seconds.
+the image topics it plays) have subscribers and `wait_for_publishers` topics
+(and in lockstep `lockstep_topic`) have publishers, e.g. the node's `depth`,
+which exists only once the model is loaded; at most `wait_timeout` seconds.
+At the end it waits until reliable subscribers have acknowledged the last frames.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from typing import Any, Iterator, Optional
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -55,7 +58,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_clock": (False, "Publish /clock with the bag's time (for nodes with use_sim_time)."),
     "clock_rate": (50.0, "Hz at which /clock is published while waiting between frames."),
     "topics": ([""], "Topics to play; empty = every topic of the bag."),
-    "wait_for_subscribers": ([""], "Topics that must have a subscriber before playing; empty = the image topics."),
+    "wait_for_subscribers": ([""], "Topics that must have a subscriber before playing; empty = the camera "
+                                   "image topics."),
+    "wait_for_publishers": ([""], "Topics that must have a publisher before playing (e.g. the node's depth)."),
     "wait_timeout": (60.0, "Seconds to wait for subscribers (and the lockstep publisher) before playing anyway."),
     "start_delay": (0.5, "Seconds to wait after discovery, so that every node has seen every other."),
     "qos_depth": (10, "History depth of the reliable publishers."),
@@ -128,8 +133,9 @@ class BagPlayer(Node):
             self.publishers_by_topic[name] = self.create_publisher(cls, name, qos)
         if not self.publishers_by_topic:
             raise PlayerError(f"nothing to play: the bag has no playable topics ({sorted(self.bag.topics)})")
+        # Camera images: image topics other than ground truth (mtan-make-bag's *_gt images).
         self.image_topics = [n for n, info in topics.items() if info.msgtype in IMAGE_TYPES
-                             and n in self.publishers_by_topic]
+                             and n in self.publishers_by_topic and not n.endswith("_gt")]
         self.clock_pub = None
         if self.p["publish_clock"]:
             from rosgraph_msgs.msg import Clock
@@ -140,7 +146,8 @@ class BagPlayer(Node):
         self.lockstep_sub = None
         if self.p["lockstep"]:
             if not self.image_topics:
-                raise PlayerError("lockstep needs an image topic in the bag (sensor_msgs/Image or CompressedImage)")
+                raise PlayerError("lockstep needs a camera image topic in the bag (sensor_msgs/Image or "
+                                  "CompressedImage, not a *_gt ground-truth topic)")
             from sensor_msgs.msg import Image
 
             self.lockstep_sub = self.create_subscription(
@@ -153,7 +160,7 @@ class BagPlayer(Node):
         for name, (default, description) in PARAMETERS.items():
             descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description)
             values[name] = self.declare_parameter(name, default, descriptor).value
-        for name in ("topics", "wait_for_subscribers"):
+        for name in ("topics", "wait_for_subscribers", "wait_for_publishers"):
             values[name] = [str(t) for t in (values[name] or []) if str(t)]
         return values
 
@@ -186,8 +193,10 @@ class BagPlayer(Node):
     def _missing_for_start(self) -> list[str]:
         missing = [f"a subscriber on {t}" for t in (self.p["wait_for_subscribers"] or self.image_topics)
                    if self._subscribers(t) == 0]
-        if self.p["lockstep"] and self.count_publishers(self.p["lockstep_topic"]) == 0:
-            missing.append(f"a publisher on {self.p['lockstep_topic']} (the perception node)")
+        publishers = list(self.p["wait_for_publishers"])
+        if self.p["lockstep"] and self.p["lockstep_topic"] not in publishers:
+            publishers.append(self.p["lockstep_topic"])
+        missing += [f"a publisher on {t}" for t in publishers if self.count_publishers(t) == 0]
         return missing
 
     def wait_for_peers(self) -> None:
@@ -290,7 +299,15 @@ class BagPlayer(Node):
         except BagCorruptError as exc:
             stats.damaged = str(exc)
         stats.seconds = time.monotonic() - started
+        self._flush()
         return stats
+
+    def _flush(self, timeout: float = 5.0) -> None:
+        """Wait until reliable subscribers have the last frames: leaving at once could lose them."""
+        end = time.monotonic() + timeout
+        for pub in self.publishers_by_topic.values():
+            left = max(0.0, end - time.monotonic())
+            pub.wait_for_all_acked(Duration(seconds=left))
 
     def _await_prediction(self, tick: Tick, stats: PlayStats) -> None:
         stamp = tick.image_stamp_ns
