@@ -11,6 +11,7 @@ perception.launch.py applies the same rule; tools that start nodes themselves
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -32,6 +33,7 @@ def profile_path() -> Path | None:
         candidates.append(Path(get_package_share_directory(PACKAGE)) / PROFILE_RELATIVE)
     except Exception:  # not in an ament index
         pass
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / PROFILE_RELATIVE)  # plain pip install
     return next((path for path in candidates if path.is_file()), None)
 
 
