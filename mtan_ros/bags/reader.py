@@ -230,12 +230,12 @@ def _open_stream(path: Path) -> BinaryIO:
 # ------------------------------------------------------------------------------------ mcap
 
 class _Cursor:
-    """Little-endian field reader over a bytes buffer; _Damaged when a field runs past the end."""
+    """Little-endian field reader over a buffer (a memoryview: no copies); _Damaged past the end."""
 
-    def __init__(self, data: bytes, what: str):
+    def __init__(self, data: memoryview, what: str):
         self.data, self.pos, self.what = data, 0, what
 
-    def take(self, n: int) -> bytes:
+    def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
             raise _Damaged(f"{self.what} is cut short")
         out = self.data[self.pos:self.pos + n]
@@ -253,7 +253,7 @@ class _Cursor:
 
     def string(self) -> str:
         try:
-            return self.take(self.u32()).decode("utf-8")
+            return bytes(self.take(self.u32())).decode("utf-8")
         except UnicodeDecodeError:
             raise _Damaged(f"{self.what} has a string that is not UTF-8") from None
 
@@ -274,7 +274,7 @@ class _McapState:
         self.schemas: dict[int, str] = {}
         self.channels: dict[int, tuple[str, str]] = {}  # id -> (topic, msgtype)
 
-    def record(self, op: int, body: bytes, offset: int) -> Optional[BagMessage]:
+    def record(self, op: int, body: memoryview, offset: int) -> Optional[BagMessage]:
         cur = _Cursor(body, f"record at byte {offset}")
         if op == _OP_SCHEMA:
             sid = cur.u16()
@@ -294,10 +294,10 @@ class _McapState:
             if cid not in self.channels:
                 raise _Damaged(f"message at byte {offset} is on unknown channel {cid}")
             topic, msgtype = self.channels[cid]
-            return BagMessage(topic, msgtype, log_time, body[cur.pos:])
+            return BagMessage(topic, msgtype, log_time, bytes(body[cur.pos:]))
         return None
 
-    def chunk(self, body: bytes, offset: int, complete: bool) -> Iterator[BagMessage]:
+    def chunk(self, body: memoryview, offset: int, complete: bool) -> Iterator[BagMessage]:
         """Messages of a chunk; of a cut-off uncompressed chunk, the complete ones, then _Damaged."""
         cur = _Cursor(body, f"chunk at byte {offset}")
         cur.u64(), cur.u64()  # message start / end time
@@ -309,13 +309,13 @@ class _McapState:
         if compression:
             if not complete or len(data) < size:
                 raise _Damaged(f"the {compression} chunk at byte {offset} is cut short")
-            data = _decompress_chunk(data, compression, uncompressed_size, offset)
+            data = memoryview(_decompress_chunk(bytes(data), compression, uncompressed_size, offset))
         elif complete and len(data) < size:
             raise _Damaged(f"chunk at byte {offset} is shorter than its header says")
         if complete and crc:
             import zlib
 
-            if zlib.crc32(data) != crc:
+            if zlib.crc32(data) != crc:  # accepts any buffer
                 raise _Damaged(f"chunk at byte {offset} fails its CRC check")
         pos = 0
         while pos < len(data):
@@ -369,7 +369,7 @@ def _iter_mcap(path: Path, bag: Bag) -> Iterator[BagMessage]:
             op, length = head[0], struct.unpack("<Q", head[1:])[0]
             if (op not in _KNOWN_OPS and op < 0x80) or length > _MAX_RECORD:
                 raise _Damaged(f"invalid record at byte {offset} (opcode {op:#x}, length {length})")
-            body = _read_exact(stream, length)
+            body = memoryview(_read_exact(stream, length))
             complete = len(body) == length
             if op == _OP_CHUNK:
                 yield from state.chunk(body, offset, complete)
@@ -426,6 +426,20 @@ def _strict_vfs() -> Any:
     return apsw
 
 
+def _sqlite_cut_short(path: Path) -> bool:
+    """True unless the database header vouches for a file at least as long as the database."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100:
+        return True
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    pages, counter, valid_for = (struct.unpack(">I", header[i:i + 4])[0] for i in (28, 24, 92))
+    if pages == 0 or counter != valid_for:
+        return True  # the size in the header is not trustworthy: read carefully
+    return path.stat().st_size < pages * page_size
+
+
 def _iter_sqlite(path: Path, bag: Bag) -> Iterator[BagMessage]:
     with open(path, "rb") as handle:
         magic = handle.read(16)
@@ -434,12 +448,14 @@ def _iter_sqlite(path: Path, bag: Bag) -> Iterator[BagMessage]:
             raise _Damaged("the file is empty")
         raise BagReadError(f"'{path}' is not an sqlite3 database (it starts with {magic[:16]!r})")
     apsw = _strict_vfs()
+    # The strict (Python) VFS is slower; it is only needed when the file is shorter than its header says.
+    vfs = _STRICT_VFS if _sqlite_cut_short(path) else None
     # immutable: no journal or lock files beside a bag that may be on read-only media; but a
     # recording left with a write-ahead log must be read through it, so then only read-only.
     wal = path.with_name(path.name + "-wal").exists()
     uri = f"file:{path.as_posix()}?mode=ro" + ("" if wal else "&immutable=1")
     try:
-        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, vfs=_STRICT_VFS)
+        conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, vfs=vfs)
     except apsw.Error as exc:
         raise _Damaged(f"the database cannot be opened ({exc})") from None
     try:

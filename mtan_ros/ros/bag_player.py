@@ -37,6 +37,7 @@ from typing import Any, Iterator, Optional
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -158,8 +159,17 @@ class BagPlayer(Node):
     def _declare(self) -> dict[str, Any]:
         values = {}
         for name, (default, description) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description)
-            values[name] = self.declare_parameter(name, default, descriptor).value
+            # Numbers may be given as `rate:=2` (an integer) as well as `rate:=2.0`.
+            floating = isinstance(default, float)
+            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description,
+                                             dynamic_typing=floating)
+            try:
+                value = self.declare_parameter(name, default, descriptor).value
+                values[name] = float(value) if floating else value
+            except (InvalidParameterTypeException, TypeError, ValueError):
+                raise PlayerError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:="
+                                  f"{str(default).lower() if isinstance(default, bool) else default!r}") \
+                    from None
         for name in ("topics", "wait_for_subscribers", "wait_for_publishers"):
             values[name] = [str(t) for t in (values[name] or []) if str(t)]
         return values

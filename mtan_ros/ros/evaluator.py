@@ -33,6 +33,7 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -141,8 +142,17 @@ class EvaluatorNode(Node):
     def _declare(self) -> dict[str, Any]:
         values = {}
         for name, (default, description) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description)
-            values[name] = self.declare_parameter(name, default, descriptor).value
+            # Numbers may be given as `rate:=2` (an integer) as well as `rate:=2.0`.
+            floating = isinstance(default, float)
+            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description,
+                                             dynamic_typing=floating)
+            try:
+                value = self.declare_parameter(name, default, descriptor).value
+                values[name] = float(value) if floating else value
+            except (InvalidParameterTypeException, TypeError, ValueError):
+                raise EvaluatorError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:="
+                                  f"{str(default).lower() if isinstance(default, bool) else default!r}") \
+                    from None
         if values["num_classes"] < 0 or values["frames"] < 0 or values["mosaic_frames"] < 0:
             raise EvaluatorError("num_classes, frames and mosaic_frames must be >= 0")
         return values
