@@ -25,7 +25,7 @@ from mtan_ros.bags.make_bag import BagTopics, write_bag  # noqa: E402
 from mtan_ros.bags.reader import open_bag, read_all  # noqa: E402
 
 SIZE = (64, 128)
-BAG_RATE = 10.0
+BAG_RATE = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,10 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
     finally:
         evaluator.kill()
         ros.node.destroy_subscription(clock_sub)
-    recorded = 5 / BAG_RATE
-    # The schedule is absolute, so a frame can be late (a busy machine) but never early.
-    assert recorded * 0.95 <= spans[1.0] <= recorded * 1.5, spans
-    assert recorded / 2 * 0.95 <= spans[2.0] <= recorded / 2 * 1.6, spans
+    recorded = 5 / BAG_RATE  # 1 s from the first frame to the last
+    # The schedule is absolute: frames may come late on a busy machine, never early.
+    assert recorded * 0.95 <= spans[1.0] <= recorded * 1.6, spans
+    assert recorded / 2 * 0.95 <= spans[2.0] <= recorded / 2 * 1.8, spans
     stamps = [x.log_time_ns for x in read_all(bag) if x.topic == topics.image]
     assert clocks and all(stamps[0] <= c <= stamps[-1] + 10**9 for c in clocks)
     assert clocks[-1] >= stamps[-1]
