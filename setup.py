@@ -25,9 +25,23 @@ EXTRAS = {
         "ros-kilted-rcl-interfaces",
     ],
     "train": ["tqdm>=4.60", "tensorboard>=2.10", "matplotlib>=3.6", "cityscapesscripts>=2.2"],
-    "bags": ["rosbags>=0.10", "mcap>=1.1", "mcap-ros2-support>=0.5"],
+    "bags": ["rosbags>=0.10", "rosbags-image>=0.9", "mcap>=1.1", "mcap-ros2-support>=0.5"],
     # launch_testing's pytest plugin does not load under pytest 9.
     "test": ["pytest>=7,<9", "pytest-timeout>=2"],
+    # The ament linters that `colcon test` runs, with the flake8 plugins a ROS system ships them with.
+    "lint": [
+        "ros-kilted-ament-flake8",
+        "ros-kilted-ament-pep257",
+        "flake8>=6",
+        "flake8-blind-except",
+        "flake8-builtins",
+        "flake8-class-newline",
+        "flake8-comprehensions",
+        "flake8-deprecated",
+        "flake8-docstrings",
+        "flake8-import-order",
+        "flake8-quotes",
+    ],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
