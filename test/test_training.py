@@ -92,7 +92,7 @@ def test_short_training_learns_and_writes_everything(trained, tree):
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path):
-    common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "4", "--limit-val", "2",
+    common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "2", "--limit-val", "1",
               "--weighting", "dwa", "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
     assert train_cli.main([*common, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
     assert train_cli.main([*common, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0  # "killed" after 2

@@ -404,9 +404,11 @@ class _Run:
             "world_size": self.ctx.world_size,
             "config": self.cfg.to_dict(),
         }
-        save_checkpoint(self.out / LAST, state_dict, meta, training_state)
+        # best.pt first: a kill between the two writes leaves last.pt at the previous epoch, which a
+        # resume repeats (deterministically), instead of a last.pt whose best.pt never got written.
         if is_best:
             save_checkpoint(self.out / BEST, state_dict, meta)
+        save_checkpoint(self.out / LAST, state_dict, meta, training_state)
 
     def _write_logs(self, row: dict[str, Any]) -> None:
         from .logs import write_csv
