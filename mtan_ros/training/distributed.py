@@ -32,7 +32,7 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
     if preference.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError(f"device {preference!r} requested but CUDA is not available to this PyTorch "
-                               f"(build {torch.__version__}); use --device cpu or --device auto")
+                              f"(build {torch.__version__}); use --device cpu or --device auto")
         if preference == "cuda":
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         try:
@@ -41,7 +41,7 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
             raise DeviceError(f"device {preference!r} is not auto, cpu, cuda or cuda:N") from None
         if index >= torch.cuda.device_count():
             raise DeviceError(f"device {preference!r} requested but only {torch.cuda.device_count()} CUDA "
-                               "device(s) are visible")
+                              "device(s) are visible")
         return torch.device("cuda", index)
     raise DeviceError(f"device {preference!r} is not auto, cpu, cuda or cuda:N")
 
@@ -112,7 +112,6 @@ class DistContext:
 def setup_distributed(device_preference: str = "auto") -> DistContext:
     """Join the torchrun process group when launched by torchrun; otherwise a one-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
     if world_size <= 1:

@@ -443,7 +443,8 @@ class _Run:
                 from .logs import TensorBoardLog
 
                 self.tb = TensorBoardLog(self.out / "tensorboard", purge_step=self.start_epoch + 1)
-            self.log(f"training {cfg.arch} (width {cfg.width}) on {', '.join(f'{t}[{n}]' for t, n in self.tasks.items())}"
+            tasks = ", ".join(f"{t}[{n}]" for t, n in self.tasks.items())
+            self.log(f"training {cfg.arch} (width {cfg.width}) on {tasks}"
                      f" with {cfg.weighting} weighting: {len(self.train_set)} train / {len(self.val_set)} val images "
                      f"at {self.image_size[0]}x{self.image_size[1]}, batch {cfg.batch_size}"
                      f"{f' x {ctx.world_size} processes' if ctx.distributed else ''}, device {self.device}"

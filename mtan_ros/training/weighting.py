@@ -50,7 +50,7 @@ class EqualWeighting:
         self.tasks = tuple(tasks)
 
     def weights(self, epoch: int, loss_history: LossHistory | None = None) -> dict[str, float]:
-        return {task: 1.0 for task in self.tasks}
+        return dict.fromkeys(self.tasks, 1.0)
 
     def combine(self, losses: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None) -> torch.Tensor:
         return _weighted_sum(losses, weights if weights is not None else self.weights(0))
@@ -73,7 +73,7 @@ class DynamicWeightAverage(EqualWeighting):
     def weights(self, epoch: int, loss_history: LossHistory | None = None) -> dict[str, float]:
         """lambda_k for ``epoch`` (0-based) from the losses of the two epochs before it."""
         if epoch < 2:
-            return {task: 1.0 for task in self.tasks}
+            return dict.fromkeys(self.tasks, 1.0)
         if loss_history is None:
             raise ValueError("DWA needs the loss history of the previous two epochs")
         ratios = []
