@@ -152,7 +152,7 @@ def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
     assert (report["frames_in"], report["frames_out"], report["dropped"], report["frames_evaluated"]) == (6, 6, 0, 6)
     assert report["finished_because"] == "all 6 frames evaluated"
     assert 0 < report["latency_ms_p50"] <= report["latency_ms_p95"] < 60_000
-    assert report["latency_source"] == "input_receipt" and report["fps"] > 0
+    assert report["fps"] > 0
     assert (out / "mosaic.png").is_file()
 
     # The same numbers from the training metric code, on the messages the node published.

@@ -12,14 +12,14 @@ truth. Depth is compared in metres (what the node publishes); pixels with
 ground truth but no predicted depth (NaN, e.g. beyond the node's max_depth)
 are left out of the errors and counted in `depth_missing_fraction`.
 
-Latency is measured on one steady clock, the evaluator's: the time the
-prediction was complete (depth and labels received) minus the time the
-evaluator received the input image with the same stamp. This is right with
-simulated time (/clock) and with bags whose stamps lie in the past, where
-"now minus header stamp" is meaningless; it leaves out only the ~1 ms the input
-takes to reach the evaluator. When the input image was not seen, the age of
-the header stamp on the wall clock is used if it is plausible (live stamps),
-and `latency_source` says which was used.
+Latency is measured on one clock, the evaluator's: the time the prediction was
+complete (depth and labels received) minus the time the frame's first message
+reached the evaluator (the input image or its ground truth, which a player
+sends together with the image; ground truth is sent reliably, so every frame
+has a start even if a best-effort image is missed). This is right with
+simulated time (/clock) and with bags whose stamps lie in the past, where "now
+minus header stamp" is meaningless; it leaves out only the ~1 ms a message
+takes to reach the evaluator.
 """
 from __future__ import annotations
 
@@ -33,8 +33,6 @@ import numpy as np
 
 REPORT_KEYS = ("miou", "pixel_accuracy", "abs_err_m", "rel_err", "latency_ms_p50", "latency_ms_p95", "fps",
                "frames_in", "frames_out", "dropped")
-# Header-stamp ages outside this window (ms) mean the stamps are not live wall-clock times.
-PLAUSIBLE_STAMP_AGE_MS = (0.0, 60_000.0)
 _TASKS = ("depth", "semantic")
 
 
@@ -46,7 +44,6 @@ class _Frame:
     gt: dict[str, np.ndarray] = field(default_factory=dict)
     pred: dict[str, np.ndarray] = field(default_factory=dict)
     pred_time: dict[str, float] = field(default_factory=dict)
-    stamp_age_ms: Optional[float] = None
     done: bool = False
 
 
@@ -81,7 +78,7 @@ class ReplayEvaluator:
         self.seen_in: set[int] = set()
         self.seen_out: set[int] = set()
         self.evaluated = 0
-        self.timings: dict[int, list] = {}  # stamp -> [input time, prediction complete, stamp age ms]
+        self.timings: dict[int, list] = {}  # stamp -> [first input-side reception, prediction complete]
         self.out_times: list[float] = []
         self.first_time: Optional[float] = None
         self.last_time: Optional[float] = None
@@ -113,15 +110,19 @@ class ReplayEvaluator:
             return int(order) in set(picks.tolist())
         return True
 
+    def _sent(self, stamp: int, frame: _Frame, now: float) -> None:
+        """The frame's first message (image or ground truth: a player sends them together) is its start."""
+        if frame.input_time is None or now < frame.input_time:
+            frame.input_time = now
+            timing = self.timings.get(stamp)
+            if timing is not None:  # the prediction's callback ran before this one
+                timing[0] = now
+
     def on_input(self, stamp: int, now: float, image: Optional[Callable[[], np.ndarray] | np.ndarray] = None) -> None:
         """The input image of `stamp` was received at `now`; `image` (array or callable) for the mosaic."""
         frame = self._frame(stamp, now)
         self.seen_in.add(stamp)
-        if frame.input_time is None:
-            frame.input_time = now
-            timing = self.timings.get(stamp)
-            if timing is not None and timing[0] is None:  # the prediction's callback ran first
-                timing[0] = now
+        self._sent(stamp, frame, now)
         if image is not None and frame.image is None and self.wants_image(stamp):
             frame.image = np.asarray(image() if callable(image) else image)
             if frame.done and frame.pred:  # kept for this picture: draw it now
@@ -135,16 +136,12 @@ class ReplayEvaluator:
             raise ValueError(f"ground truth kind must be one of {_TASKS}, got {kind!r}")
         frame = self._frame(stamp, now)
         self.seen_in.add(stamp)
+        self._sent(stamp, frame, now)
         frame.gt[kind] = np.asarray(array)
         self._maybe_evaluate(stamp, frame)
 
-    def on_prediction(self, stamp: int, kind: str, array: np.ndarray, now: float,
-                      stamp_age_ms: Optional[float] = None) -> None:
-        """A prediction of `stamp`: "depth" (metres, NaN = no estimate) or "semantic" (class ids).
-
-        stamp_age_ms: wall-clock now minus the header stamp, used for latency only when the
-        input image of this stamp was never seen.
-        """
+    def on_prediction(self, stamp: int, kind: str, array: np.ndarray, now: float) -> None:
+        """A prediction of `stamp`: "depth" (metres, NaN = no estimate) or "semantic" (class ids)."""
         if kind not in _TASKS:
             raise ValueError(f"prediction kind must be one of {_TASKS}, got {kind!r}")
         frame = self._frame(stamp, now)
@@ -153,8 +150,6 @@ class ReplayEvaluator:
             return  # a repeated frame (e.g. re-sent by a lockstep player) counts once
         frame.pred[kind] = np.asarray(array)
         frame.pred_time.setdefault(kind, now)
-        if stamp_age_ms is not None:
-            frame.stamp_age_ms = stamp_age_ms
         self._maybe_evaluate(stamp, frame)
 
     # ------------------------------------------------------------------ evaluation
@@ -187,26 +182,18 @@ class ReplayEvaluator:
         complete_at = max(frame.pred_time.values())
         self.out_times.append(complete_at)
         # Latency is settled in report(): the input's callback may still come after this one.
-        self.timings[stamp] = [frame.input_time, complete_at, frame.stamp_age_ms]
+        self.timings[stamp] = [frame.input_time, complete_at]
         self.evaluated += 1
         frame.done = True
         if frame.image is not None and len(self.mosaic_rows) < self.mosaic_frames:
             self._add_mosaic_row(stamp, frame)
-        elif frame.input_time is None and self.wants_image(stamp):
+        elif self.wants_image(stamp):
             return  # keep the arrays until the input image arrives to draw this frame
         frame.image, frame.gt, frame.pred = None, {}, {}
 
-    def latencies(self) -> tuple[list[float], list[str]]:
-        """Latency (ms) of every evaluated frame that has one, and where each came from."""
-        values, sources = [], []
-        for input_time, complete_at, stamp_age in self.timings.values():
-            if input_time is not None:
-                values.append((complete_at - input_time) * 1e3)
-                sources.append("input_receipt")
-            elif stamp_age is not None and PLAUSIBLE_STAMP_AGE_MS[0] <= stamp_age <= PLAUSIBLE_STAMP_AGE_MS[1]:
-                values.append(stamp_age)
-                sources.append("header_stamp")
-        return values, sources
+    def latencies(self) -> list[float]:
+        """Latency (ms) of every evaluated frame: prediction complete minus first input-side reception."""
+        return [(done - start) * 1e3 for start, done in self.timings.values() if start is not None]
 
     def _add_mosaic_row(self, stamp: int, frame: _Frame) -> None:
         from mtan_ros.training.plots import sample_mosaic
@@ -247,14 +234,12 @@ class ReplayEvaluator:
 
     def report(self, info: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """The numbers of the run so far (fractions, metres, milliseconds; NaN when unknown)."""
-        values, source_list = self.latencies()
-        lat = np.asarray(values, dtype=np.float64)
+        lat = np.asarray(self.latencies(), dtype=np.float64)
         times = sorted(self.out_times)
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else math.nan
         missing = self.depth.missing
         total_gt = self.depth_pixels_with_gt
         iou = self.confusion.iou_per_class().tolist()
-        sources = sorted(set(source_list))
         report: dict[str, Any] = {
             "miou": self.confusion.miou(),
             "pixel_accuracy": self.confusion.pixel_accuracy(),
@@ -272,11 +257,11 @@ class ReplayEvaluator:
             "frames_rejected": self.rejected,
             "depth_missing_fraction": missing / total_gt if total_gt else math.nan,
             "iou_per_class": {name: value for name, value in zip(self.class_names, iou)},
-            "latency_source": sources[0] if len(sources) == 1 else ("mixed" if sources else "none"),
             "wall_time_s": (self.last_time - self.first_time) if self.first_time is not None else 0.0,
             "units": {"abs_err_m": "metres", "rel_err": "fraction |p-g|/g over pixels with ground truth",
                       "miou": "fraction, one confusion matrix over the whole run",
-                      "latency": "ms from input received to prediction received, evaluator's steady clock"},
+                      "latency": "ms from the frame's first input message (image or ground truth) reaching the "
+                                 "evaluator to its prediction (depth and labels) being complete"},
         }
         if info:
             report.update(info)

@@ -104,6 +104,8 @@ def message_class(msgtype: str) -> Any:
 
 
 class BagPlayer(Node):
+    """Publishes a bag's messages as stored; `play()` runs the whole bag (see the module doc)."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = self._declare()

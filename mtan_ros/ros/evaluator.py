@@ -18,9 +18,10 @@ and `output_dir/mosaic.png`, prints the table and exits (with
 `exit_when_done`). Idle time is measured on the steady clock, so it works with
 use_sim_time when /clock stops at the end of a bag.
 
-Latency uses the middleware's reception timestamps of the input image and of
-the prediction (one clock, the evaluator's machine), never the header stamp
-against sim time; see replay_eval for the details.
+Latency uses the middleware's reception timestamps of the frame's first input
+message (image or ground truth) and of the prediction (one clock, the
+evaluator's machine), never the header stamp against sim time; see
+replay_eval for the details.
 """
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ def _bag_info(path: str) -> dict[str, Any]:
 
 
 class EvaluatorNode(Node):
+    """Turns messages into arrays for a ReplayEvaluator and writes its report at the end."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = self._declare()
@@ -230,8 +233,7 @@ class EvaluatorNode(Node):
             stamp = _stamp_ns(msg)
             try:
                 array = self._array(msg, kind)
-                self.core.on_prediction(stamp, kind, array, _received_s(info),
-                                        stamp_age_ms=(time.time_ns() - stamp) / 1e6)
+                self.core.on_prediction(stamp, kind, array, _received_s(info))
             except (ImageConversionError, ValueError) as exc:
                 self._warn_bad(kind, exc)
 
