@@ -78,11 +78,19 @@ def replay(context):
         if sim_time:
             command.append("--clock")
         player = ExecuteProcess(cmd=command, name="ros2_bag_play", output="screen")
-    actions = [perception, evaluator, player]
+    actions = [perception, evaluator, player,
+               # A player that fails (bad bag, no `ros2 bag`) ends the replay; the evaluator still reports.
+               RegisterEventHandler(OnProcessExit(target_action=player, on_exit=_stop_if_failed))]
     if not rviz:  # report written: the replay is over
         actions.append(RegisterEventHandler(OnProcessExit(target_action=evaluator,
                                                           on_exit=[EmitEvent(event=Shutdown(reason="evaluated"))])))
     return actions
+
+
+def _stop_if_failed(event, context):
+    if event.returncode:
+        return [EmitEvent(event=Shutdown(reason=f"the player failed (exit code {event.returncode})"))]
+    return []
 
 
 def generate_launch_description():

@@ -13,7 +13,7 @@ this node only turns messages into arrays with their reception times.
 
 It finishes when `frames` frames have been evaluated (default: the frame
 count recorded in `bag`), when nothing has arrived for `idle_timeout`
-seconds, or on Ctrl-C / shutdown; then it writes `output_dir/report.json`
+seconds (or nothing at all within `start_timeout`), or on Ctrl-C / shutdown; then it writes `output_dir/report.json`
 and `output_dir/mosaic.png`, prints the table and exits (with
 `exit_when_done`). Idle time is measured on the steady clock, so it works with
 use_sim_time when /clock stops at the end of a bag.
@@ -58,6 +58,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "num_classes": (0, "Number of classes; 0 = from model_path, else from bag, else 7."),
     "frames": (0, "Finish after this many evaluated frames; 0 = the bag's frame count (or only idle/shutdown)."),
     "idle_timeout": (15.0, "Finish when nothing arrived for this many seconds (steady clock); 0 = never."),
+    "start_timeout": (120.0, "Finish if nothing at all arrived this many seconds after start; 0 = never."),
     "mosaic_frames": (4, "Frames drawn in mosaic.png (spread over the run when the frame count is known)."),
     "exit_when_done": (True, "Exit after writing the report (else keep running idle)."),
 }
@@ -122,6 +123,7 @@ class EvaluatorNode(Node):
         self.finished = False
         self.report: Optional[dict[str, Any]] = None
         self.last_activity: Optional[float] = None
+        self.started = time.monotonic()
         self.last_progress = time.monotonic()
         self.bad_messages = 0
 
@@ -259,6 +261,9 @@ class EvaluatorNode(Node):
         elif self.p["idle_timeout"] > 0 and self.last_activity is not None and \
                 now - self.last_activity > self.p["idle_timeout"]:
             self.finish(f"nothing received for {self.p['idle_timeout']:g} s")
+        elif self.p["start_timeout"] > 0 and self.last_activity is None and \
+                now - self.started > self.p["start_timeout"]:
+            self.finish(f"nothing received in the first {self.p['start_timeout']:g} s (is a player running?)")
 
     # ------------------------------------------------------------------ the end
     def finish(self, reason: str) -> dict[str, Any]:
