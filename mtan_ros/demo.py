@@ -93,8 +93,8 @@ def make_synthetic_data(out: Path, args: argparse.Namespace) -> tuple[Path, str]
     from mtan_ros.data import write_preprocessed_tree
 
     folder = out / "data"
-    options = dict(n_train=args.train_scenes, n_val=args.val_scenes, size=tuple(args.size), seed=args.seed,
-                   progress=not args.no_progress)
+    options = {"n_train": args.train_scenes, "n_val": args.val_scenes, "size": tuple(args.size), "seed": args.seed,
+               "progress": not args.no_progress}
     try:  # the same scenes as last time are reused as they are
         write_preprocessed_tree(folder, **options)
     except FileExistsError:  # scenes of other settings: this folder is the demo's own, replace them

@@ -134,7 +134,7 @@ def test_mcap_readers_decode_the_bag(dataset, tmp_path, sources):
 def test_bag_metadata_describes_the_frames(bag, dataset):
     opened = open_bag(bag)
     assert opened.has_metadata and opened.message_count == 12
-    assert {t: info.count for t, info in opened.topics.items()} == {t: 3 for t in TOPICS}
+    assert {t: info.count for t, info in opened.topics.items()} == dict.fromkeys(TOPICS, 3)
     info = json.loads(opened.custom_data["mtan_ros"])
     assert info["frames"] == 3 and info["rate_hz"] == RATE and info["image_size"] == list(SIZE)
     assert info["class_names"] == list(dataset.classes.names) and info["num_classes"] == 7
@@ -237,7 +237,7 @@ def test_mcap_cut_after_the_data_keeps_every_message(bag, tmp_path):
         for msg in open_bag(cut).messages():
             got.append(msg)
     assert got == read_all(bag)
-    assert {t: i.count for t, i in open_bag(cut).topics.items()} == {t: 3 for t in TOPICS}
+    assert {t: i.count for t, i in open_bag(cut).topics.items()} == dict.fromkeys(TOPICS, 3)
 
 
 def test_corrupt_bytes_stop_the_reader(bag, tmp_path):

@@ -13,7 +13,8 @@ from mtan_ros import demo  # noqa: E402
 from mtan_ros.bags.reader import read_all  # noqa: E402
 
 TINY = ["--train-minutes", "0.05", "--epochs", "1", "--frames", "3", "--train-scenes", "4", "--val-scenes", "3",
-        "--size", "64", "128", "--bag-size", "64", "128", "--batch-size", "4", "--no-progress", "--replay-timeout", "180"]
+        "--size", "64", "128", "--bag-size", "64", "128", "--batch-size", "4", "--no-progress",
+        "--replay-timeout", "180"]
 
 
 @pytest.fixture(scope="module")

@@ -107,8 +107,8 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
     assert report["finished_because"].startswith("nothing received")
 
 
-def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(ros, bag, topics, tmp_path,
-                                                                               tiny_checkpoint):
+def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
+        ros, bag, topics, tmp_path, tiny_checkpoint):
     import torch
     from sensor_msgs.msg import Image
 

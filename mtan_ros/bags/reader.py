@@ -94,8 +94,9 @@ class Bag:
         """Topics with types (and counts when metadata.yaml exists; otherwise found by reading the bag)."""
         entries = self.metadata.get("topics_with_message_count") or []
         if entries:
-            return {e["topic_metadata"]["name"]: TopicInfo(e["topic_metadata"]["name"], e["topic_metadata"]["type"],
-                                                          int(e.get("message_count", 0))) for e in entries}
+            infos = [TopicInfo(e["topic_metadata"]["name"], e["topic_metadata"]["type"], int(e.get("message_count", 0)))
+                     for e in entries]
+            return {info.name: info for info in infos}
         found: dict[str, TopicInfo] = {}
         try:
             for msg in self.messages():

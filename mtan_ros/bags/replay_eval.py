@@ -62,8 +62,9 @@ class ReplayEvaluator:
         from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
 
         self.num_classes = int(num_classes)
-        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in
-                                                                                range(self.num_classes)]
+        if class_names is None:
+            class_names = [f"class_{i}" for i in range(self.num_classes)]
+        self.class_names = list(class_names)
         if palette is None:
             from mtan_ros.data.classes import class_set
 
@@ -256,7 +257,7 @@ class ReplayEvaluator:
             "frames_evaluated": self.evaluated,
             "frames_rejected": self.rejected,
             "depth_missing_fraction": missing / total_gt if total_gt else math.nan,
-            "iou_per_class": {name: value for name, value in zip(self.class_names, iou)},
+            "iou_per_class": dict(zip(self.class_names, iou)),
             "wall_time_s": (self.last_time - self.first_time) if self.first_time is not None else 0.0,
             "units": {"abs_err_m": "metres", "rel_err": "fraction |p-g|/g over pixels with ground truth",
                       "miou": "fraction, one confusion matrix over the whole run",

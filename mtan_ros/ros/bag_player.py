@@ -169,8 +169,8 @@ class BagPlayer(Node):
                 value = self.declare_parameter(name, default, descriptor).value
                 values[name] = float(value) if floating else value
             except (InvalidParameterTypeException, TypeError, ValueError):
-                raise PlayerError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:="
-                                  f"{str(default).lower() if isinstance(default, bool) else default!r}") \
+                example = str(default).lower() if isinstance(default, bool) else repr(default)
+                raise PlayerError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:={example}") \
                     from None
         for name in ("topics", "wait_for_subscribers", "wait_for_publishers"):
             values[name] = [str(t) for t in (values[name] or []) if str(t)]

@@ -155,8 +155,8 @@ class EvaluatorNode(Node):
                 value = self.declare_parameter(name, default, descriptor).value
                 values[name] = float(value) if floating else value
             except (InvalidParameterTypeException, TypeError, ValueError):
-                raise EvaluatorError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:="
-                                  f"{str(default).lower() if isinstance(default, bool) else default!r}") \
+                example = str(default).lower() if isinstance(default, bool) else repr(default)
+                raise EvaluatorError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:={example}") \
                     from None
         if values["num_classes"] < 0 or values["frames"] < 0 or values["mosaic_frames"] < 0:
             raise EvaluatorError("num_classes, frames and mosaic_frames must be >= 0")
