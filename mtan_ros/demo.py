@@ -369,9 +369,26 @@ def summary_text(out: Path, bag: Path, checkpoint: Path, how: str, report: dict[
     return "\n".join(lines)
 
 
+def _terminate_like_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM (e.g. `kill`, a CI timeout) unwinds like Ctrl-C, so the ROS nodes are stopped too."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    try:
+        previous_term = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
+    except ValueError:  # not the main thread
+        previous_term = None
+    try:
+        return _run(args, started)
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _run(args: argparse.Namespace, started: float) -> int:
     out = Path(args.out)
     try:
         for name in ("train_minutes", "width", "lr"):

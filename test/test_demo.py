@@ -75,3 +75,51 @@ def test_given_checkpoint_and_bad_options(tmp_path, tiny_checkpoint, capsys):
     (tmp_path / "bad.pt").write_bytes(np.zeros(10, np.uint8).tobytes())
     assert demo.main(["--out", str(tmp_path / "y"), "--checkpoint", str(tmp_path / "bad.pt"), *TINY]) == 1
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_terminating_the_demo_stops_every_node(tmp_path, tiny_checkpoint):
+    """SIGTERM during the replay (a CI timeout, `kill`): the demo stops its three ROS nodes."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    checkpoint = shutil.copy(tiny_checkpoint, out / "given.pt")  # so every node's command line names `out`
+    log = open(tmp_path / "demo.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mtan_ros.demo", "--out", str(out), "--checkpoint", checkpoint,
+                             "--frames", "400", "--val-scenes", "2", "--train-scenes", "2", "--bag-size", "64", "128",
+                             "--no-progress"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def node_pids():
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != proc.pid:
+                try:
+                    cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+                except OSError:
+                    continue
+                if str(out) in cmdline and "mtan_ros.ros." in cmdline:
+                    pids.append(int(entry))
+        return pids
+
+    try:
+        end = time.monotonic() + 120
+        while len(node_pids()) < 3:
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+            assert time.monotonic() < end, "the replay did not start:\n" + (tmp_path / "demo.log").read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        assert "interrupted" in (tmp_path / "demo.log").read_text()
+        assert node_pids() == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in node_pids():
+            os.kill(pid, signal.SIGKILL)
+        log.close()
