@@ -151,3 +151,14 @@ def test_close_releases_the_model(tiny_checkpoint):
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32")
     predictor.close()
     assert predictor.model is None
+
+
+def test_compiled_predictor_matches_eager(tiny_checkpoint):
+    eager = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32")
+    compiled = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32", compile=True)
+    assert compiled.compiled and not eager.compiled
+    image = _image(64, 128, seed=9)
+    a, b = eager(image), compiled(image)
+    assert (a.labels == b.labels).mean() > 0.999
+    scale = np.nanmax(np.abs(a.depth))
+    np.testing.assert_allclose(b.depth, a.depth, rtol=1e-3, atol=1e-4 * scale, equal_nan=True)

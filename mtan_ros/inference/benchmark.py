@@ -60,14 +60,18 @@ def calibrated_random_model(meta: CheckpointMeta, images: list[np.ndarray]) -> t
     return model.eval()
 
 
-def time_predictor(predictor: Predictor, images: list[np.ndarray], warmup: int, iters: int) -> list[float]:
+def time_interleaved(predictors: list[Predictor], images: list[np.ndarray], warmup: int,
+                     iters: int) -> list[list[float]]:
+    """Latency in ms of each predictor, alternating calls so that load on the machine hits all alike."""
     for index in range(warmup):
-        predictor(images[index % len(images)])
-    times = []
+        for predictor in predictors:
+            predictor(images[index % len(images)])
+    times: list[list[float]] = [[] for _ in predictors]
     for index in range(iters):
-        start = time.perf_counter()
-        predictor(images[index % len(images)])
-        times.append((time.perf_counter() - start) * 1000.0)
+        for slot, predictor in enumerate(predictors):
+            start = time.perf_counter()
+            predictor(images[index % len(images)])
+            times[slot].append((time.perf_counter() - start) * 1000.0)
     return times
 
 
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column (slow to build)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,22 +130,26 @@ def main(argv: list[str] | None = None) -> int:
         plain = Predictor(copy.deepcopy(model), meta, device="cpu" if args.device == "auto" and
                           not torch.cuda.is_available() else args.device,
                           precision="fp32", channels_last=False, fold_bn=False)
-        fast = Predictor(copy.deepcopy(model), meta, device=args.device, precision=args.precision)
-        plain_ms = time_predictor(plain, images, args.warmup, args.iters)
-        fast_ms = time_predictor(fast, images, args.warmup, args.iters)
-        equal, depth_rel = agreement(plain, fast, images)
+        fast = [Predictor(copy.deepcopy(model), meta, device=args.device, precision=args.precision)]
+        if not args.no_compile:
+            fast.append(Predictor(copy.deepcopy(model), meta, device=args.device, precision=args.precision,
+                                  compile=True))
+        plain_ms, *fast_ms = time_interleaved([plain, *fast], images, args.warmup, args.iters)
         height, width = meta.input_size
-        rows.append((f"{height}x{width}", fast.device, fast.precision, percentile(plain_ms, 50),
-                     percentile(plain_ms, 95), percentile(fast_ms, 50), percentile(fast_ms, 95),
-                     statistics.median(plain_ms) / statistics.median(fast_ms), equal, depth_rel))
+        for predictor, times in zip(fast, fast_ms):
+            equal, depth_rel = agreement(plain, predictor, images)
+            path = f"{predictor.precision}, channels_last, folded BN" + (", compiled" if predictor.compiled else "")
+            rows.append((f"{height}x{width}", predictor.device, path, percentile(plain_ms, 50),
+                         percentile(plain_ms, 95), percentile(times, 50), percentile(times, 95),
+                         statistics.median(plain_ms) / statistics.median(times), equal, depth_rel))
 
     header = ("input", "device", "fast path", "fp32 p50 ms", "fp32 p95 ms", "fast p50 ms", "fast p95 ms",
               "speed-up", "equal labels", "median depth diff")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        size, device, precision, p50, p95, f50, f95, ratio, equal, depth_rel = row
-        print(f"| {size} | {device} | {precision} + channels_last + folded BN | {p50:.0f} | {p95:.0f} | "
+        size, device, path, p50, p95, f50, f95, ratio, equal, depth_rel = row
+        print(f"| {size} | {device} | {path} | {p50:.0f} | {p95:.0f} | "
               f"{f50:.0f} | {f95:.0f} | {ratio:.2f}x | {equal * 100:.2f}% | {depth_rel * 100:.3f}% |")
     return 0
 

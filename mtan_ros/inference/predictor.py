@@ -110,7 +110,8 @@ class Predictor:
     """A loaded model ready for images; see `from_checkpoint`."""
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: str | torch.device = "auto",
-                 precision: str = "auto", channels_last: bool | None = None, fold_bn: bool = True):
+                 precision: str = "auto", channels_last: bool | None = None, fold_bn: bool = True,
+                 compile: bool = False):
         if "semantic" not in meta.model.tasks or "depth" not in meta.model.tasks:
             raise ValueError(f"the Predictor needs a model with 'semantic' and 'depth' tasks, this one has "
                              f"{sorted(meta.model.tasks)}")
@@ -135,6 +136,24 @@ class Predictor:
         self._pinned: torch.Tensor | None = None
         if self._device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self._forward = self.model
+        self.compiled = bool(compile)
+        if self.compiled:
+            self._compile()
+
+    def _compile(self) -> None:
+        """torch.compile with weight freezing, compiled now so that the first frame is not slow.
+
+        On CPUs this roughly halves inference time again (fused convolutions with
+        prepacked weights) at the cost of 20-60 s at start-up.
+        """
+        import torch._inductor.config as inductor_config
+
+        LOG.info("compiling the model for %s (this takes a while once)", self._device)
+        self._forward = torch.compile(self.model, dynamic=False)
+        example = np.zeros((self.input_height, self.input_width, 3), dtype=np.uint8)
+        with inductor_config.patch(freezing=True):
+            self.predict_batch([example])
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", precision: str = "auto",
@@ -162,7 +181,7 @@ class Predictor:
         images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
         batch = self._upload([self._resize_input(img) for img in images])
         with torch.inference_mode():
-            outputs = self.model(self._normalise(batch))
+            outputs = self._forward(self._normalise(batch))
             raw_labels = outputs["semantic"].argmax(dim=1).to(torch.uint8)
             raw_depth = outputs["depth"][:, 0].float()
             sizes = [img.shape[:2] for img in images]
@@ -175,6 +194,7 @@ class Predictor:
         """Release the model and, on CUDA, the cached GPU memory."""
         on_cuda = self._device.type == "cuda"
         self.model = None
+        self._forward = None
         self._pinned = None
         if on_cuda:
             torch.cuda.empty_cache()

@@ -174,7 +174,8 @@ class PerceptionNode(Node):
         from mtan_ros.inference.checkpoint import CheckpointError
 
         try:
-            predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"])
+            predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"],
+                                                  compile=self.p["compile"])
         except CheckpointError as exc:
             raise StartupError(f"cannot load model_path {path!r}: {exc}") from None
         except (ValueError, RuntimeError) as exc:  # unknown device/precision, CUDA absent or broken
