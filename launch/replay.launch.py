@@ -79,8 +79,9 @@ def replay(context):
             command.append("--clock")
         player = ExecuteProcess(cmd=command, name="ros2_bag_play", output="screen")
     actions = [perception, evaluator, player,
-               # A player that fails (bad bag, no `ros2 bag`) ends the replay; the evaluator still reports.
-               RegisterEventHandler(OnProcessExit(target_action=player, on_exit=_stop_if_failed))]
+               # Any process that fails (a bad bag or checkpoint, no `ros2 bag`) ends the replay; the
+               # evaluator still writes its report on the way out.
+               RegisterEventHandler(OnProcessExit(on_exit=_stop_if_failed))]
     if not rviz:  # report written: the replay is over
         actions.append(RegisterEventHandler(OnProcessExit(target_action=evaluator,
                                                           on_exit=[EmitEvent(event=Shutdown(reason="evaluated"))])))
@@ -89,7 +90,7 @@ def replay(context):
 
 def _stop_if_failed(event, context):
     if event.returncode:
-        return [EmitEvent(event=Shutdown(reason=f"the player failed (exit code {event.returncode})"))]
+        return [EmitEvent(event=Shutdown(reason=f"{event.action.name} failed (exit code {event.returncode})"))]
     return []
 
 

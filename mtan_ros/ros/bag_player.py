@@ -216,6 +216,10 @@ class BagPlayer(Node):
         if timeout <= 0:
             return
         if not self.spin_for(timeout, lambda: not self._missing_for_start()):
+            topic = self.p["lockstep_topic"]
+            if self.p["lockstep"] and self.count_publishers(topic) == 0:
+                raise PlayerError(f"lockstep: nothing publishes {topic} after {timeout:g} s; start the perception "
+                                  "node (its log says why it is not running) or set lockstep_topic")
             self.get_logger().warning(f"playing without {', '.join(self._missing_for_start())} "
                                       f"(waited {timeout:g} s)")
         self.spin_for(float(self.p["start_delay"]))
@@ -333,6 +337,9 @@ class BagPlayer(Node):
             if self.spin_for(timeout, lambda: stamp in self.done_stamps):
                 self.done_stamps.clear()
                 return
+            if self.count_publishers(self.p["lockstep_topic"]) == 0:
+                raise PlayerError(f"lockstep: {self.p['lockstep_topic']} has no publisher any more (the perception "
+                                  f"node stopped?); stopped after {stats.frames - 1} frames")
         stats.lost += 1
         self.get_logger().error(f"giving up the frame stamped {stamp / 1e9:.3f} s: no prediction on "
                                 f"{self.p['lockstep_topic']} after {int(self.p['lockstep_retries']) + 1} tries")
@@ -358,7 +365,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             node.get_logger().error(stats.damaged)
             code = 1
     except PlayerError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
+        (node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)).error(str(exc))
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
