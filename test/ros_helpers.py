@@ -321,7 +321,8 @@ def set_parameters(session: RosSession, node_fqn: str, values: dict[str, Any], t
     client = session.node.create_client(SetParameters, f"{node_fqn}/set_parameters")
     try:
         session.wait_for(lambda: client.service_is_ready(), timeout, f"{node_fqn}/set_parameters")
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        messages = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        request = SetParameters.Request(parameters=messages)
         future = client.call_async(request)
         session.wait_for(future.done, timeout, "set_parameters reply")
         return list(future.result().results)

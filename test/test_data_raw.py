@@ -124,8 +124,8 @@ def test_real_cityscapes_json_means_2048x1024_pixels(tmp_path):
     disparity = np.zeros((1024, 2048), np.uint16)
     disparity[500, 1000] = 1 + 256 * 50  # 50 px
     disparity[10, 20] = 1 + 128  # 0.5 px
-    camera = {"extrinsic": {"baseline": 0.22, "pitch": 0.04}, "intrinsic": {"fx": 2268.0, "fy": 2260.0,
-                                                                           "u0": 1048.0, "v0": 519.0}}
+    camera = {"extrinsic": {"baseline": 0.22, "pitch": 0.04},
+              "intrinsic": {"fx": 2268.0, "fy": 2260.0, "u0": 1048.0, "v0": 519.0}}
     _write_frame(tmp_path, "val", "realish", "realish_000001_000019", disparity, np.full((1024, 2048), 7), camera)
     ds = open_dataset(tmp_path, "val", size=(1024, 2048))
     depth = ds[0]["depth"][0].numpy()

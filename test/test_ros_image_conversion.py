@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from mtan_ros.ros import image_conversion as ic  # noqa: E402
 
+NO_ROSBAGS_IMAGE = "rosbags-image not installed (pip install rosbags-image)"
 RNG = np.random.default_rng(7)
 COLOR_CASES = {
     "rgb8": (3, None),
@@ -62,7 +63,7 @@ def test_color_encodings_to_rgb(encoding, padding):
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_array_view_matches_rosbags_image(encoding, bigendian):
     """Our view of every layout equals rosbags-image's message_to_cvimage (unpadded, both byte orders)."""
-    rosbags_image = pytest.importorskip("rosbags.image", reason="rosbags-image not installed (pip install rosbags-image)")
+    rosbags_image = pytest.importorskip("rosbags.image", reason=NO_ROSBAGS_IMAGE)
     pixels = pixels_for(encoding)
     msg = make_image_msg(pixels, encoding, bigendian=bigendian)
     ours = ic.image_msg_to_array(msg)
@@ -74,10 +75,11 @@ def test_array_view_matches_rosbags_image(encoding, bigendian):
 
 @pytest.mark.parametrize("encoding", list(COLOR_CASES))
 def test_rgb_matches_rosbags_image(encoding):
-    rosbags_image = pytest.importorskip("rosbags.image", reason="rosbags-image not installed (pip install rosbags-image)")
+    rosbags_image = pytest.importorskip("rosbags.image", reason=NO_ROSBAGS_IMAGE)
     pixels = pixels_for(encoding, 16, 24)
     msg = make_image_msg(pixels, encoding)
-    np.testing.assert_array_equal(ic.image_msg_to_rgb(msg, backend="numpy"), rosbags_image.message_to_cvimage(msg, "rgb8"))
+    expected = rosbags_image.message_to_cvimage(msg, "rgb8")
+    np.testing.assert_array_equal(ic.image_msg_to_rgb(msg, backend="numpy"), expected)
 
 
 def test_padded_16_bit_big_endian_view():

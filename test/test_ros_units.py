@@ -16,7 +16,13 @@ from std_msgs.msg import Header  # noqa: E402
 
 from mtan_ros.ros import params as ros_params  # noqa: E402
 from mtan_ros.ros import qos  # noqa: E402
-from mtan_ros.ros.diagnostics import LatencyWindow, PipelineStats, RateMeter, diagnostic_status, status_values  # noqa: E402
+from mtan_ros.ros.diagnostics import (  # noqa: E402
+    LatencyWindow,
+    PipelineStats,
+    RateMeter,
+    diagnostic_status,
+    status_values,
+)
 from mtan_ros.ros.frame_slot import LatestFrameSlot  # noqa: E402
 from mtan_ros.ros.pointcloud import PointCloudBuilder, cloud_to_array, intrinsics_for, scaled_camera_info  # noqa: E402
 from mtan_ros.ros.throttle import Throttle  # noqa: E402

@@ -247,8 +247,8 @@ class _Layout:
         floor_h = float(r.uniform(2.8, 3.6))
         window_pitch = float(r.uniform(1.6, 3.5))
         self.box(x_front, x_front + side * depth, 0.0, height, z0, z1, M_FACADE, BUILDING,
-                 self.pick(_FACADE_COLOURS, 0.05), (floor_h, window_pitch, float(r.uniform(0.3, 0.6)),
-                                                   float(r.uniform(0, 100))))
+                 self.pick(_FACADE_COLOURS, 0.05),
+                 (floor_h, window_pitch, float(r.uniform(0.3, 0.6)), float(r.uniform(0, 100))))
 
     def _street_end(self) -> None:
         r = self.rng
@@ -588,8 +588,9 @@ class _Renderer:
             wa = np.where(kerb[:, None], 0.75, wa)
             ga[walk] = wa
             ter = glab == TERRAIN
-            ga[ter] = lay.terrain_albedo[None, :] * (1.0 + 0.25 * self._tex(gx[ter], gz[ter], 4.0)[:, None]
-                                                    + 0.15 * self._tex(gx[ter], gz[ter], 0.5, 1)[:, None])
+            shade = (1.0 + 0.25 * self._tex(gx[ter], gz[ter], 4.0)[:, None]
+                     + 0.15 * self._tex(gx[ter], gz[ter], 0.5, 1)[:, None])
+            ga[ter] = lay.terrain_albedo[None, :] * shade
             lab[g] = glab
             albedo[g] = ga
 

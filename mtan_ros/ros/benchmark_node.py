@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mtan_benchmark_") as folder:
         checkpoint = args.checkpoint or _default_checkpoint(Path(folder))
         print(f"checkpoint: {args.checkpoint or 'random-weight MTAN width 1.0, 7 classes, 128x256 input'}")
-        print(f"transport: {transport or 'as configured by the environment'}; OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        threads = os.environ.get("OMP_NUM_THREADS", "unset")
+        print(f"transport: {transport or 'as configured by the environment'}; OMP_NUM_THREADS {threads}, "
               f"OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         # The node runs the Predictor on a worker thread; so does this comparison (PyTorch's CPU

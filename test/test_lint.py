@@ -1,0 +1,55 @@
+"""The ament linters `colcon test` runs, with this project's configuration."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ["mtan_ros", "launch", "test", "setup.py"]
+# Docstring conventions this project does not follow: summary on the second
+# line, imperative mood, trailing punctuation and section formatting.
+PEP257_IGNORE = ["D205", "D209", "D213", "D400", "D401", "D402", "D403", "D406", "D407", "D413", "D415"]
+
+
+@pytest.mark.linter
+def test_flake8(monkeypatch):
+    main = pytest.importorskip("ament_flake8.main", reason="ament_flake8 is not installed (`pip install '.[lint]'`)")
+    pytest.importorskip("flake8_quotes", reason="the flake8 plugins ament_flake8 uses are not installed")
+    monkeypatch.chdir(ROOT)
+    rc, errors = main.main_with_errors(argv=["--config", str(ROOT / "test" / "flake8.ini"), *SOURCES])
+    assert rc == 0, f"{len(errors)} flake8 problems:\n" + "\n".join(errors[:40])
+
+
+@pytest.mark.linter
+def test_pep257(monkeypatch):
+    main = pytest.importorskip("ament_pep257.main", reason="ament_pep257 is not installed (`pip install '.[lint]'`)")
+    monkeypatch.chdir(ROOT)
+    assert main.main(argv=["--add-ignore", *PEP257_IGNORE, *SOURCES]) == 0, "docstring problems (see output)"
+
+
+def test_no_module_outside_ros_imports_rclpy():
+    """The one-way dependency rule: only mtan_ros/ros talks to ROS."""
+    offenders = []
+    for path in (ROOT / "mtan_ros").rglob("*.py"):
+        if "ros" in path.relative_to(ROOT / "mtan_ros").parts[:1]:
+            continue
+        text = path.read_text()
+        if "import rclpy" in text or "from rclpy" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_library_modules_import_without_rclpy():
+    """model, data, training and inference import in a process where rclpy cannot be found."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rclpy'] = None\n"
+            "import mtan_ros.model, mtan_ros.data, mtan_ros.training, mtan_ros.inference, mtan_ros.bags\n"
+            "import mtan_ros.inference.predictor, mtan_ros.training.trainer\n"
+            "print('ok')")
+    env = dict(os.environ)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
