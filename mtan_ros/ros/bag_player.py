@@ -35,15 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.duration import Duration
-from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, open_bag
+from mtan_ros.ros.plain_params import declare_plain_parameters
 
 NODE_NAME = "bag_player"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
@@ -66,9 +65,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "start_delay": (0.5, "Seconds to wait after discovery, so that every node has seen every other."),
     "qos_depth": (10, "History depth of the reliable publishers."),
 }
-_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
-          list: ParameterType.PARAMETER_STRING_ARRAY}
 
 
 class PlayerError(Exception):
@@ -159,19 +155,10 @@ class BagPlayer(Node):
         self.executor_: Optional[SingleThreadedExecutor] = None
 
     def _declare(self) -> dict[str, Any]:
-        values = {}
-        for name, (default, description) in PARAMETERS.items():
-            # Numbers may be given as `rate:=2` (an integer) as well as `rate:=2.0`.
-            floating = isinstance(default, float)
-            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description,
-                                             dynamic_typing=floating)
-            try:
-                value = self.declare_parameter(name, default, descriptor).value
-                values[name] = float(value) if floating else value
-            except (InvalidParameterTypeException, TypeError, ValueError):
-                example = str(default).lower() if isinstance(default, bool) else repr(default)
-                raise PlayerError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:={example}") \
-                    from None
+        try:
+            values = declare_plain_parameters(self, PARAMETERS)
+        except ValueError as exc:
+            raise PlayerError(str(exc)) from None
         for name in ("topics", "wait_for_subscribers", "wait_for_publishers"):
             values[name] = [str(t) for t in (values[name] or []) if str(t)]
         return values

@@ -32,9 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -48,6 +46,7 @@ from mtan_ros.ros.image_conversion import (
     image_msg_to_array,
     image_msg_to_rgb,
 )
+from mtan_ros.ros.plain_params import declare_plain_parameters
 
 NODE_NAME = "evaluator"
 
@@ -62,8 +61,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "mosaic_frames": (4, "Frames drawn in mosaic.png (spread over the run when the frame count is known)."),
     "exit_when_done": (True, "Exit after writing the report (else keep running idle)."),
 }
-_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
 
 class EvaluatorError(Exception):
@@ -145,19 +142,10 @@ class EvaluatorNode(Node):
             f"{f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
 
     def _declare(self) -> dict[str, Any]:
-        values = {}
-        for name, (default, description) in PARAMETERS.items():
-            # Numbers may be given as `rate:=2` (an integer) as well as `rate:=2.0`.
-            floating = isinstance(default, float)
-            descriptor = ParameterDescriptor(name=name, type=_TYPES[type(default)], description=description,
-                                             dynamic_typing=floating)
-            try:
-                value = self.declare_parameter(name, default, descriptor).value
-                values[name] = float(value) if floating else value
-            except (InvalidParameterTypeException, TypeError, ValueError):
-                example = str(default).lower() if isinstance(default, bool) else repr(default)
-                raise EvaluatorError(f"parameter {name} must be {type(default).__name__}, e.g. {name}:={example}") \
-                    from None
+        try:
+            values = declare_plain_parameters(self, PARAMETERS)
+        except ValueError as exc:
+            raise EvaluatorError(str(exc)) from None
         if values["num_classes"] < 0 or values["frames"] < 0 or values["mosaic_frames"] < 0:
             raise EvaluatorError("num_classes, frames and mosaic_frames must be >= 0")
         return values
