@@ -41,7 +41,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", str, "auto | fp32 | fp16 | bf16. auto: fp16 on CUDA, fp32 on the CPU.",
               runtime=False, restart_reason=_RESTART),
     ParamSpec("compile", bool,
-              "Compile the model with torch.compile at start-up: about 2x faster on CPUs, 20-60 s longer start.",
+              "Compile the model with torch.compile at start-up: 10-25% faster on CPUs, 20-60 s longer start.",
               runtime=False, restart_reason=_RESTART),
     ParamSpec("compressed_input", bool,
               "Subscribe to image_raw/compressed (JPEG/PNG, sensor_msgs/CompressedImage) instead of image_raw.",
