@@ -343,22 +343,7 @@ def make_checkpoint_variant(source: str | os.PathLike, out: str | os.PathLike, *
 
 def make_random_checkpoint(out: str | os.PathLike, *, width: float, input_size: tuple[int, int],
                            num_classes: int = 7, seed: int = 0) -> str:
-    """A random-weight MTAN checkpoint (metric depth, scale 1) through the public checkpoint API."""
-    import torch
+    """A random-weight MTAN checkpoint (metric depth, scale 1): conftest.make_checkpoint as a string path."""
+    from conftest import make_checkpoint
 
-    from mtan_ros.depth_encoding import DepthEncoding
-    from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
-    from mtan_ros.model import build_model
-
-    torch.manual_seed(seed)
-    tasks = {"semantic": num_classes, "depth": 1}
-    model = build_model("mtan", tasks, width).eval()
-    colors = [tuple(int(v) for v in np.random.default_rng(seed + i).integers(0, 256, 3)) for i in range(num_classes)]
-    meta = CheckpointMeta(
-        model=ModelSpec(arch="mtan", tasks=tasks, width=width),
-        class_names=[f"class{i}" for i in range(num_classes)],
-        class_colors=colors,
-        input_size=tuple(input_size),
-        depth=DepthEncoding("metric", 1.0),
-    )
-    return str(save_checkpoint(out, model.state_dict(), meta))
+    return str(make_checkpoint(out, width=width, input_size=input_size, num_classes=num_classes, seed=seed))
