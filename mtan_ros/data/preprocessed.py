@@ -81,15 +81,21 @@ def check_image(path, image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0.0, 1.0)
 
 
+def _single_channel(path, array: np.ndarray, what: str, shape: tuple[int, int], layout: str) -> np.ndarray:
+    """H x W (a trailing channel of 1 dropped) of the image's size, or a DataError naming `what`."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise DataError(path, f"{what} has shape {array.shape}", layout)
+    if array.shape != shape:
+        raise DataError(path, f"{what} is {array.shape[0]}x{array.shape[1]} but its image is {shape[0]}x{shape[1]}",
+                        f"{what} and image of the same size")
+    return array
+
+
 def check_labels(path, labels: np.ndarray, num_classes: int, shape: tuple[int, int]) -> np.ndarray:
     """H x W (or H x W x 1) class ids, -1 or 255 void -> int64 with -1 void; DataError otherwise."""
-    if labels.ndim == 3 and labels.shape[-1] == 1:
-        labels = labels[..., 0]
-    if labels.ndim != 2:
-        raise DataError(path, f"label has shape {labels.shape}", f"H x W class ids ({shape[0]} x {shape[1]})")
-    if labels.shape != shape:
-        raise DataError(path, f"label is {labels.shape[0]}x{labels.shape[1]} but its image is {shape[0]}x{shape[1]}",
-                        "label and image of the same size")
+    labels = _single_channel(path, labels, "label", shape, f"H x W class ids ({shape[0]} x {shape[1]})")
     if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
         raise DataError(path, f"label dtype is {labels.dtype}", "integer or float class ids")
     if np.issubdtype(labels.dtype, np.floating):
@@ -110,13 +116,7 @@ def check_labels(path, labels: np.ndarray, num_classes: int, shape: tuple[int, i
 
 def check_depth(path, depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """H x W x 1 (or H x W) non-negative float, 0 = invalid -> H x W float32; DataError otherwise."""
-    if depth.ndim == 3 and depth.shape[-1] == 1:
-        depth = depth[..., 0]
-    if depth.ndim != 2:
-        raise DataError(path, f"depth has shape {depth.shape}", f"H x W x 1 ({shape[0]} x {shape[1]} x 1)")
-    if depth.shape != shape:
-        raise DataError(path, f"depth is {depth.shape[0]}x{depth.shape[1]} but its image is {shape[0]}x{shape[1]}",
-                        "depth and image of the same size")
+    depth = _single_channel(path, depth, "depth", shape, f"H x W x 1 ({shape[0]} x {shape[1]} x 1)")
     if not np.issubdtype(depth.dtype, np.floating):
         raise DataError(path, f"depth dtype is {depth.dtype}", "floating point depth, 0 = invalid")
     depth = depth.astype(np.float32, copy=False)
