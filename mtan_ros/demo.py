@@ -29,15 +29,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from mtan_ros.errors import DemoError  # noqa: F401 (re-exported)
 from mtan_ros.bags import messages as bag_topics
 
 DEFAULT_OUT = "runs/demo"
 STATE_FILE = "demo.json"
 NODE_NAMESPACE = "/camera"
-
-
-class DemoError(Exception):
-    """The demo cannot go on; the message says what to do."""
 
 
 # ------------------------------------------------------------------------------------ options

@@ -34,14 +34,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+
 from . import messages as m
+from ..errors import MakeBagError  # noqa: F401 (re-exported)
 
 STORAGES = ("mcap", "sqlite3")
 FORMATS = ("auto", "npy", "raw", "synthetic")
-
-
-class MakeBagError(Exception):
-    """Settings or data that cannot make a bag; the message says what to change."""
 
 
 @dataclass

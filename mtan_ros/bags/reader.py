@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
+from mtan_ros.errors import BagCorruptError, BagReadError  # noqa: F401 (re-exported)
+
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
@@ -31,23 +33,6 @@ _OP_METADATA, _OP_DATA_END = 0x0C, 0x0F
 _KNOWN_OPS = set(range(0x01, 0x12))
 # A record longer than this is not plausible in a camera bag: the length field is damaged.
 _MAX_RECORD = 1 << 34
-
-
-class BagReadError(Exception):
-    """A bag that cannot be opened or read at all; the message says what to do."""
-
-
-class BagCorruptError(BagReadError):
-    """The bag is damaged from some point on; every message before that point was delivered.
-
-    `messages_read` counts the messages handed out before the damage; `last_good_ns`
-    is the log time of the last of them (None when there was none).
-    """
-
-    def __init__(self, message: str, messages_read: int, last_good_ns: Optional[int]):
-        super().__init__(message)
-        self.messages_read = messages_read
-        self.last_good_ns = last_good_ns
 
 
 @dataclass(frozen=True)

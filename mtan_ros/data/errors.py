@@ -1,30 +1,10 @@
-"""The one exception type for bad dataset content.
+"""Bad dataset content raises `DataError` (defined with the package's other errors).
 
 Training on a broken copy of a dataset fails far from the cause (a NaN loss
 hours later, a shape error inside a batch). Readers therefore check each file
 as it is read and raise `DataError` with a one-line message that names the file,
 says what is wrong and what was expected, so the user can fix or remove it.
 """
-from __future__ import annotations
+from mtan_ros.errors import DataError, PathLike
 
-import os
-from typing import Optional, Union
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-class DataError(ValueError):
-    """A dataset file or folder is missing, unreadable or has unexpected content.
-
-    `path` is the offending file or folder; `str(error)` is a single line of the form
-    "<path>: <what is wrong>; expected <what should be there>".
-    """
-
-    def __init__(self, path: Optional[PathLike], problem: str, expected: Optional[str] = None):
-        self.path = None if path is None else os.fspath(path)
-        self.problem = problem
-        self.expected = expected
-        text = problem if self.path is None else f"{self.path}: {problem}"
-        if expected:
-            text += f"; expected {expected}"
-        super().__init__(" ".join(text.split()))
+__all__ = ["DataError", "PathLike"]

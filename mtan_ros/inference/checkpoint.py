@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtan_ros.errors import CheckpointError  # noqa: F401 (re-exported)
 from mtan_ros.depth_encoding import DepthEncoding
 
 FORMAT = "mtan_ros.checkpoint"
 VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, unreadable, truncated, foreign or inconsistent."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from mtan_ros.errors import PlayerError  # noqa: F401 (re-exported)
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, open_bag
 from mtan_ros.ros.plain_params import declare_plain_parameters
@@ -65,10 +66,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "start_delay": (0.5, "Seconds to wait after discovery, so that every node has seen every other."),
     "qos_depth": (10, "History depth of the reliable publishers."),
 }
-
-
-class PlayerError(Exception):
-    """The player cannot start or go on; one-line message saying what to change."""
 
 
 @dataclass

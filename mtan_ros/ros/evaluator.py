@@ -39,6 +39,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
+from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
 from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
 from mtan_ros.ros.image_conversion import (
     ImageConversionError,
@@ -61,10 +62,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "mosaic_frames": (4, "Frames drawn in mosaic.png (spread over the run when the frame count is known)."),
     "exit_when_done": (True, "Exit after writing the report (else keep running idle)."),
 }
-
-
-class EvaluatorError(Exception):
-    """The evaluator cannot start; one-line message saying what to change."""
 
 
 def _stamp_ns(msg: Any) -> int:

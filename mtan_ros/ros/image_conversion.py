@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
+from mtan_ros.errors import ImageConversionError  # noqa: F401 (re-exported)
+
 # Encodings the network accepts as camera input (converted to RGB).
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 # 20000 x 20000 and the like are refused before anything is allocated.
@@ -53,14 +55,6 @@ _TO_RGB = {
     "bgra8": cv2.COLOR_BGRA2RGB,
     "mono8": cv2.COLOR_GRAY2RGB,
 }
-
-
-class ImageConversionError(ValueError):
-    """An image message that cannot be used; `kind` groups similar problems for throttling."""
-
-    def __init__(self, message: str, kind: str = "image") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)

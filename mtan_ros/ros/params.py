@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
+
 PACKAGE = "mtan_ros"
 DEFAULTS_RELATIVE = Path("config") / "perception.yaml"
 
@@ -69,10 +71,6 @@ SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
 KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-class ConfigError(Exception):
-    """The defaults file is missing or does not match the declared parameters; one-line message."""
 
 
 def defaults_file() -> Path:

@@ -37,6 +37,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from mtan_ros.errors import NodeStartupError
 from mtan_ros.ros import qos
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
@@ -60,10 +61,6 @@ _PARAM_TYPES = {
 }
 # End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
-
-
-class StartupError(Exception):
-    """The node cannot start (bad parameter, missing or invalid checkpoint); one-line message."""
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -145,18 +142,18 @@ class PerceptionNode(Node):
         try:
             defaults = load_defaults(node_name=self.get_name())
         except ConfigError as exc:
-            raise StartupError(str(exc)) from None
+            raise NodeStartupError(str(exc)) from None
         values = {}
         for spec in SPECS:
             try:
                 param = self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
             except InvalidParameterTypeException as exc:
-                raise StartupError(
+                raise NodeStartupError(
                     f"parameter {spec.name} must be {KIND_WORDS[spec.kind]} ({exc}); "
                     f"e.g. {spec.name}:={defaults[spec.name]!r}"
                 ) from None
             except InvalidParameterValueException:
-                raise StartupError(
+                raise NodeStartupError(
                     f"parameter {spec.name} is outside its range {spec.range}; the default is {defaults[spec.name]!r}"
                 ) from None
             values[spec.name] = param.value
@@ -165,7 +162,7 @@ class PerceptionNode(Node):
     def _load_predictor(self) -> Any:
         path = self.p["model_path"]
         if not path:
-            raise StartupError(
+            raise NodeStartupError(
                 "parameter model_path is empty: pass the checkpoint to use, e.g. "
                 "`ros2 launch mtan_ros perception.launch.py model_path:=/path/to/checkpoint` or "
                 "`--ros-args -p model_path:=/path/to/checkpoint` (mtan-train and mtan-demo write checkpoints)"
@@ -177,9 +174,9 @@ class PerceptionNode(Node):
             predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"],
                                                   compile=self.p["compile"])
         except CheckpointError as exc:
-            raise StartupError(f"cannot load model_path {path!r}: {exc}") from None
+            raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
         except (ValueError, RuntimeError) as exc:  # unknown device/precision, CUDA absent or broken
-            raise StartupError(
+            raise NodeStartupError(
                 f"cannot start the model from {path!r} on device={self.p['device']!r} "
                 f"precision={self.p['precision']!r}: {exc}"
             ) from None
@@ -361,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = PerceptionNode()
         rclpy.spin(node)
-    except StartupError as exc:
+    except NodeStartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):

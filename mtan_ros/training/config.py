@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
+
 __all__ = ["TrainConfig", "ConfigError", "build_parser", "parse_train_args", "load_yaml", "save_config",
            "config_from_dict", "CONFIG_NAME"]
 
@@ -24,10 +26,6 @@ TASKS = ("semantic", "depth", "normal")
 WEIGHTINGS = ("equal", "dwa", "uncert")
 FORMATS = ("auto", "npy", "raw")
 BEST_METRICS = ("auto", "miou", "pixel_accuracy", "abs_err", "rel_err", "loss")
-
-
-class ConfigError(ValueError):
-    """A configuration value or file that cannot be used; the message says which and why."""
 
 
 def _opt(default, help: str, choices=None, flags=(), metavar=None):

@@ -13,11 +13,9 @@ from datetime import timedelta
 
 import torch
 
+from mtan_ros.errors import DeviceError  # noqa: F401 (re-exported)
+
 __all__ = ["DeviceError", "DistContext", "resolve_device", "setup_distributed", "ShardSampler", "epoch_seed"]
-
-
-class DeviceError(RuntimeError):
-    """The requested device does not exist here; the message says what to pass instead."""
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mtan_ros.errors import EvalError  # noqa: F401 (re-exported)
+
 __all__ = ["main", "run_eval", "EvalError"]
-
-
-class EvalError(ValueError):
-    """Checkpoint and data do not fit together; the message says how."""
 
 
 def build_parser() -> argparse.ArgumentParser:

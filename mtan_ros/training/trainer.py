@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import TrainingError  # noqa: F401 (re-exported)
 from .config import CONFIG_NAME, TrainConfig, save_config
 from .distributed import DistContext, ShardSampler, epoch_seed, setup_distributed
 from .evaluate import autocast_context, evaluate, to_device
@@ -42,10 +43,6 @@ __all__ = ["train", "TrainResult", "TrainingError"]
 
 LAST = "last.pt"
 BEST = "best.pt"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on; the message says what to change."""
 
 
 @dataclass

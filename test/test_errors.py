@@ -1,0 +1,66 @@
+"""One error family: every public exception of the package derives from MtanRosError, and
+commands turn it into one line and a non-zero exit code."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import mtan_ros
+from mtan_ros import errors
+from mtan_ros.cli import INTERRUPTED_EXIT, USER_ERROR_EXIT, run_command
+
+
+def _modules():
+    for info in pkgutil.walk_packages(mtan_ros.__path__, "mtan_ros."):
+        if info.name.startswith("mtan_ros.ros") and importlib.util.find_spec("rclpy") is None:
+            continue
+        yield importlib.import_module(info.name)
+
+
+def test_every_public_exception_class_is_an_mtan_ros_error():
+    found, outside = set(), []
+    for module in _modules():
+        for name, obj in vars(module).items():
+            if not (inspect.isclass(obj) and issubclass(obj, BaseException)) or name.startswith("_"):
+                continue
+            if not obj.__module__.startswith("mtan_ros"):
+                continue
+            found.add(obj)
+            if not issubclass(obj, errors.MtanRosError):
+                outside.append(f"{obj.__module__}.{name}")
+    assert not outside, f"exceptions outside the MtanRosError family: {outside}"
+    assert {errors.ConfigError, errors.CheckpointError, errors.DataError, errors.BagCorruptError} <= found
+
+
+def test_one_config_error():
+    from mtan_ros.training.config import ConfigError as TrainingConfigError
+
+    assert TrainingConfigError is errors.ConfigError
+    assert issubclass(errors.ConfigError, ValueError)  # callers written against ValueError still work
+
+
+def test_run_command_turns_errors_into_one_line(capsys):
+    def broken():
+        raise errors.CheckpointError("checkpoint 'x.pt' not found; train one with mtan-train")
+
+    assert run_command("mtan-x", broken) == USER_ERROR_EXIT
+    assert capsys.readouterr().err == "mtan-x: error: checkpoint 'x.pt' not found; train one with mtan-train\n"
+    assert run_command("mtan-x", lambda: None) == 0
+    assert run_command("mtan-x", lambda: 3) == 3
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_command("mtan-x", interrupted, interrupted_hint="run it again") == INTERRUPTED_EXIT
+    assert "mtan-x: interrupted; run it again" in capsys.readouterr().err
+
+
+def test_bugs_keep_their_traceback():
+    def bug():
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_command("mtan-x", bug)
