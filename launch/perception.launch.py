@@ -13,7 +13,7 @@ node uses the package's shared-memory profile (config/fastdds_shm.xml).
 import shutil
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
@@ -28,6 +28,13 @@ BOOLEAN_ARGUMENTS = ("compressed", "autostart")
 
 def share(*parts):
     return PathJoinSubstitution([FindPackageShare(PACKAGE), *parts])
+
+
+def large_image_transport(context):
+    """The package's shared-memory profile for the node (and RViz), unless the user configured Fast DDS."""
+    from mtan_ros.ros.transport import large_image_env
+
+    return [SetEnvironmentVariable(name, value) for name, value in large_image_env(context.environment).items()]
 
 
 def perception_node(context):
@@ -96,6 +103,7 @@ def generate_launch_description():
     ]
     return LaunchDescription([
         *[DeclareLaunchArgument(name, default_value=default, description=text) for name, default, text in arguments],
+        OpaqueFunction(function=large_image_transport),
         OpaqueFunction(function=perception_node),
         OpaqueFunction(function=rviz),
     ])
