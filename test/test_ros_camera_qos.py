@@ -20,6 +20,7 @@ pytest.importorskip("torch", reason="needs torch for the Predictor")
 from ros_helpers import DiagnosticsWatch, NodeProcess, RosSession, stamp_key  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from mtan_ros.ros.benchmark_cameras import CameraCounts, sent_stamps  # noqa: E402
 from mtan_ros.ros.qos import image_output_qos_for_subscribers  # noqa: E402
 from mtan_ros.ros.transport import profile_path  # noqa: E402
 
@@ -69,55 +70,20 @@ def camera(ros, node, width, height, *, reliability="reliable", frames=FRAMES, b
     return NodeProcess(ros, args, module="mtan_ros.ros.synthetic_camera", namespace=node.namespace, extra_env=env)
 
 
-def sent_stamps(base, frames):
-    keys = []
-    for index in range(frames):
-        nanoseconds = int(round((base + index / RATE) * 1e9))
-        keys.append((nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000))
-    return keys
-
-
-def first_answered(sent, answered):
-    """Index of the first frame the node answered (frames before it were sent before it matched)."""
-    return next((i for i, key in enumerate(sent) if key in answered), None)
-
-
-class Counts:
-    """What one camera run did: frames sent, reached the node, answered, and the node's own counters."""
-
-    def __init__(self, sent, answered, before, after):
-        self.sent = len(sent)
-        self.first = first_answered(sent, answered)
-        self.answered = sum(key in answered for key in sent)
-        delta = {key: int(after[key]) - int(before[key]) for key in
-                 ("frames_received", "frames_processed", "frames_dropped", "frames_rejected")}
-        self.received, self.processed = delta["frames_received"], delta["frames_processed"]
-        self.dropped, self.rejected = delta["frames_dropped"], delta["frames_rejected"]
-
-    @property
-    def after_match(self):
-        return 0 if self.first is None else self.sent - self.first
-
-    def __str__(self):
-        return (f"sent {self.sent}, first answered #{self.first}, reached the node {self.received}, processed "
-                f"{self.processed}, dropped as stale {self.dropped}, rejected {self.rejected}, answered {self.answered}")
-
-
 def run_camera_and_count(ros, node, answers, watch, width, height, base, **options):
     before = dict(watch.wait(lambda v: True))
     with camera(ros, node, width, height, base=base, **options) as cam:
         ros.wait_for(lambda: not cam.alive(), 120, "the camera to finish")
         assert cam.wait_exit() == 0, cam.output()
     ros.spin_for(2.5)  # the last answers, and /diagnostics (1 Hz) counting them
-    after = dict(watch.values)
-    counts = Counts(sent_stamps(base, FRAMES), answers.stamps, before, after)
+    counts = CameraCounts.of(sent_stamps(base, FRAMES, RATE), answers.stamps, before, dict(watch.values))
     print(f"\n{width}x{height} {options}: {counts}")
     return counts
 
 
 def assert_served(counts):
     """Frames reach the node once it matched the camera, and everything it processed reaches us."""
-    assert counts.first is not None and counts.after_match >= FRAMES // 2, f"matched too late: {counts}"
+    assert counts.first_answered is not None and counts.after_match >= FRAMES // 2, f"matched too late: {counts}"
     assert counts.received >= 0.8 * counts.after_match, f"frames lost between camera and node: {counts}"
     assert counts.answered >= 0.95 * counts.processed > 0, f"outputs lost between node and subscriber: {counts}"
     # When the node had time (nothing dropped as stale), nearly every frame after the match is answered.
@@ -174,7 +140,7 @@ def test_camera_started_before_the_node(ros, tiny_checkpoint):
         with late:
             late.wait_until_state("active")
             answers = Answers(ros, late)
-            index = {key: i for i, key in enumerate(sent_stamps(base, 100_000))}
+            index = {key: i for i, key in enumerate(sent_stamps(base, 100_000, RATE))}
             ros.wait_for(lambda: answers.stamps, 60, "a first answer")
             first = min(index[key] for key in answers.stamps)
             ros.wait_for(lambda: max(index[key] for key in answers.stamps) >= first + FRAMES, 120,

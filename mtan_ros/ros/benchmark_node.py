@@ -87,7 +87,7 @@ def _scene(height: int, width: int) -> np.ndarray:
     return street_frame(height, width, seed=0)
 
 
-def _default_checkpoint(folder: Path, width: float) -> str:
+def random_checkpoint(folder: Path, width: float) -> str:
     import torch
 
     from mtan_ros.data.classes import CITYSCAPES_7
@@ -305,7 +305,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     pid = os.getpid()
     node_ns, echo_ns = f"/mtan_bench_node_{pid}", f"/mtan_bench_echo_{pid}"
     with tempfile.TemporaryDirectory(prefix="mtan_benchmark_") as folder:
-        checkpoint = args.checkpoint or _default_checkpoint(Path(folder), args.width)
+        checkpoint = args.checkpoint or random_checkpoint(Path(folder), args.width)
         import torch
 
         from mtan_ros.inference import Predictor
@@ -315,10 +315,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, precision=args.precision)
         model_size = tuple(predictor.input_size)
         node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.perception_node", "--ros-args",
-                         "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}", "-p", f"device:={args.device}",
-                         "-p", f"precision:={args.precision}", "-p", f"inference_threads:={args.threads}"], env)
+                             "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}",
+                             "-p", f"device:={args.device}", "-p", f"precision:={args.precision}", "-p", f"inference_threads:={args.threads}"], env)
         echo = ChildProcess([sys.executable, "-m", "mtan_ros.ros.benchmark_node", "--echo", "--ros-args",
-                         "-r", f"__ns:={echo_ns}"], env)
+                             "-r", f"__ns:={echo_ns}"], env)
         client = _Client(node_ns, echo_ns)
         try:
             client.wait_connected([node, echo])
