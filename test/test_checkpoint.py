@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,6 +130,10 @@ def test_foreign_and_garbage_files_say_what_they_are(tmp_path):
     torch.save({"weight": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="a PyTorch file but not an mtan_ros checkpoint"):
         load_checkpoint(foreign)
+    legacy = tmp_path / "legacy.pt"  # its loader would allocate storages at sizes the file declares
+    torch.save({"weight": torch.zeros(3)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"is not a PyTorch checkpoint \(a pickle: a legacy-format PyTorch"):
+        load_checkpoint(legacy)
     cases = {
         "params.yaml": (b"model_path: /x/best.pt\ndevice: auto\n", r"\(a text file starting 'model_path: /x/best"),
         "empty.pt": (b"", r"\(the file is empty\)"),
@@ -291,33 +296,34 @@ def test_weights_that_do_not_fit_the_declared_model(tmp_path, tiny_checkpoint):
         build_model_from_checkpoint(wrong)
 
 
-_LOAD_ONE = """
+_LOAD_EACH = """
 import sys, time
 from mtan_ros.inference.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
-start = time.perf_counter()
-try:
-    build_model_from_checkpoint(load_checkpoint(sys.argv[1]))
-    print("LOADED")
-except CheckpointError as exc:
-    print("REFUSED", exc)
-print(f"SECONDS {time.perf_counter() - start:.2f}")
+for path in sys.argv[1:]:
+    start = time.perf_counter()
+    try:
+        build_model_from_checkpoint(load_checkpoint(path))
+        outcome = "LOADED"
+    except CheckpointError:
+        outcome = "REFUSED"
+    print(path, outcome, f"{time.perf_counter() - start:.2f}")
 """
 
 
-def _load_in_fresh_process(path) -> tuple[str, int]:
-    """(stdout, peak RSS in KiB) of a new Python process that loads `path` and builds its model."""
+def _load_in_fresh_process(paths) -> tuple[list[list[str]], int]:
+    """([path, outcome, seconds] per file, peak RSS in KiB) of a new Python process that loads `paths`."""
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
-    process = subprocess.Popen([sys.executable, "-c", _LOAD_ONE, str(path)], stdout=subprocess.PIPE, env=env,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-c", _LOAD_EACH, *map(str, paths)], stdout=subprocess.PIPE,
+                               env=env, text=True)
     out = process.stdout.read()
     process.stdout.close()
     _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, whatever else the test run started
     process.returncode = os.waitstatus_to_exitcode(status)
     assert process.returncode == 0, out
-    return out, usage.ru_maxrss
+    return [line.split() for line in out.splitlines()], usage.ru_maxrss
 
 
 def test_refusing_an_oversized_checkpoint_allocates_nothing_big(tmp_path, tiny_checkpoint):
@@ -327,12 +333,13 @@ def test_refusing_an_oversized_checkpoint_allocates_nothing_big(tmp_path, tiny_c
         "input8000.pt": {"input_size": [8000, 8000]},
         "width2_tiny_weights.pt": {"width": 2.0},  # passes the metadata limits; caught by the meta-device check
     }
-    for name, changes in cases.items():
-        out, peak_kib = _load_in_fresh_process(_crafted(tmp_path, tiny_checkpoint, name, **changes))
-        assert "REFUSED" in out and "LOADED" not in out, out
-        seconds = out.rsplit("SECONDS", 1)[1].strip()
-        print(f"{name}: refused in {seconds} s (loaded machine), peak RSS {peak_kib / 1024:.0f} MiB")
-        assert peak_kib < 1024 * 1024, f"{name}: peak RSS {peak_kib / 1024:.0f} MiB"
+    paths = [_crafted(tmp_path, tiny_checkpoint, name, **changes) for name, changes in cases.items()]
+    results, peak_kib = _load_in_fresh_process(paths)
+    assert [(Path(path).name, outcome) for path, outcome, _ in results] == [(name, "REFUSED") for name in cases]
+    for path, _, seconds in results:
+        print(f"{Path(path).name}: refused in {seconds} s (loaded machine)")
+    print(f"peak RSS of the loading process: {peak_kib / 1024:.0f} MiB")
+    assert peak_kib < 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
 
 
 def test_saved_files_follow_the_umask(tmp_path, tiny_checkpoint):
