@@ -43,6 +43,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 # Baseline, extended and progressive, Huffman or arithmetic: what libjpeg decodes to 8-bit RGB.
 _JPEG_SOF_DECODABLE = {0xC0, 0xC1, 0xC2, 0xC9, 0xCA}
+_JPEG_SOF_PROGRESSIVE = {0xC2, 0xCA}
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 # What libjpeg (its warning table), libpng and OpenCV's image codecs print about damaged data.
 _DECODER_LINE = re.compile(
@@ -143,7 +144,9 @@ def _check_jpeg_structure(data: bytes, marker: int, precision: int, components: 
     if _JPEG_EOI not in data[-64:]:
         raise ImageConversionError(
             f"truncated JPEG: {len(data)} bytes without an end-of-image marker; frame skipped", kind="jpeg.truncated")
-    scans = data.count(_JPEG_SOS)
+    if marker not in _JPEG_SOF_PROGRESSIVE:
+        return  # a sequential JPEG has one scan per component at most, and libjpeg warns about more
+    scans = data.count(_JPEG_SOS)  # markers cannot hide in entropy-coded data (0xFF is stuffed there)
     if scans > MAX_JPEG_SCANS:
         raise ImageConversionError(
             f"JPEG with {scans} scans (more than {MAX_JPEG_SCANS}); no encoder writes that many, refusing to "
