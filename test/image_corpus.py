@@ -51,6 +51,14 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+def interlaced_png(rgb: np.ndarray) -> bytes:
+    """An Adam7-interlaced PNG of an RGB array (OpenCV only writes non-interlaced ones)."""
+    passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+    raw = b"".join(b"\0" + row.tobytes() for y0, x0, dy, dx in passes for row in rgb[y0::dy, x0::dx] if row.size)
+    ihdr = struct.pack(">IIBBBBB", rgb.shape[1], rgb.shape[0], 8, 2, 0, 0, 1)
+    return png_from_chunks([(b"IHDR", ihdr), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")])
+
+
 def png_chunk(ctype: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
 

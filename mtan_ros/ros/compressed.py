@@ -51,6 +51,8 @@ _DECODER_LINE = re.compile(
     r"|Unknown Adobe color transform|Warning: unknown JFIF|Application transferred too many"
     r"|libpng (warning|error)|\[ ?(WARN|ERROR):.*(grfmt_|imgcodecs|loadsave)"
 )
+# libpng warnings about ancillary chunks (lower-case first letter: iCCP, sRGB, tIME...) leave the pixels intact.
+_HARMLESS_LINE = re.compile(r"libpng warning: ([a-z][A-Za-z]{3}: |Ignoring invalid time value)")
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11 decodes straight to RGB
 # EXIF orientation would rotate the frame away from the size its header declares.
 _IMREAD_FLAGS = (cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB) | cv2.IMREAD_IGNORE_ORIENTATION
@@ -193,14 +195,15 @@ def _check_png_chunks(data: bytes, color: int) -> None:
 
 
 def _opencv_decode(data: bytes, corrupt: Any) -> np.ndarray:
-    """cv2.imdecode to RGB with fd 2 captured: any codec warning refuses the frame through `corrupt`."""
+    """cv2.imdecode to RGB with fd 2 captured: a codec warning about the image data refuses the frame."""
     def decode() -> Any:
         try:
             return cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_FLAGS)
-        except cv2.error as exc:
+        except cv2.error as exc:  # returned, not raised, so that the captured lines are still claimed
             return exc
 
-    image, lines = call_claiming_stderr(decode, _DECODER_LINE)
+    image, claimed = call_claiming_stderr(decode, _DECODER_LINE)
+    lines = [line for line in claimed if not _HARMLESS_LINE.match(line)]
     if lines:
         more = f" (and {len(lines) - 1} more decoder messages)" if len(lines) > 1 else ""
         raise corrupt(f"{lines[0][:160]}{more}")
