@@ -188,7 +188,7 @@ def _timed_call(image: np.ndarray) -> float:
 def measure(checkpoint: str, size: tuple[int, int], frames: int, device: str, precision: str, all_outputs: bool,
             env: dict[str, str], predictor: ThreadPoolExecutor) -> dict:
     """Bare Predictor and node round trip, interleaved frame by frame so both see the same machine load."""
-    from mtan_ros.ros.image_conversion import array_to_image_msg
+    from mtan_ros.ros.image_messages import array_to_image_msg
 
     height, width = size
     image = _scene(height, width)

@@ -37,17 +37,13 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from mtan_ros.errors import NodeStartupError
+from mtan_ros.errors import ImageConversionError, NodeStartupError
 from mtan_ros.ros import qos
+from mtan_ros.ros.compressed import compressed_msg_to_rgb
+from mtan_ros.ros.cv_bridge_check import bridge_status
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_conversion import (
-    ImageConversionError,
-    bridge_status,
-    compressed_msg_to_rgb,
-    image_msg_to_rgb,
-    new_image_msg,
-)
+from mtan_ros.ros.image_messages import image_msg_to_rgb, new_image_msg
 from mtan_ros.ros.params import KIND_WORDS, SPEC_BY_NAME, SPECS, ConfigError, ParamSpec, load_defaults
 from mtan_ros.ros.pointcloud import PointCloudBuilder, scaled_camera_info
 from mtan_ros.ros.throttle import Throttle
