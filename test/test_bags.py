@@ -412,6 +412,26 @@ def test_bags_without_crcs_are_read_and_broken_records_named(tmp_path, dataset):
     assert "the chunk has no CRC" in damage[0].problem and damage[0].messages == 2
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("mode", ["FILE", "MESSAGE"])
+def test_zstd_compressed_bags_are_read(tmp_path, dataset, storage, mode):
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+    from mtan_ros.bags.make_bag import open_writer
+
+    writer = open_writer(tmp_path / "bag", storage)
+    writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+    writer.open()
+    connection = writer.add_connection(m.IMAGE_TOPIC, m.IMAGE_TYPE, typestore=m.typestore())
+    images = [m.image_cdr(frame_arrays(dataset[i], dataset.depth_encoding)[0], "rgb8", START_NS + i)
+              for i in range(3)]
+    for i, cdr in enumerate(images):
+        writer.write(connection, START_NS + i, cdr)
+    writer.close()
+    assert open_bag(tmp_path / "bag").files[0].name.endswith(".zstd") == (mode == "FILE")
+    assert [x.data for x in read_all(tmp_path / "bag")] == images
+
+
 def test_sqlite_rows_whose_message_does_not_parse_are_named(tmp_path, dataset):
     """sqlite3 has no checksum: damage shows where it breaks a message's own structure."""
     write_bag(dataset, tmp_path / "bag", storage="sqlite3", rate=RATE, start_ns=START_NS, progress=False)

@@ -19,13 +19,13 @@ here: the complete messages of a cut-off last chunk (uncompressed only; they
 cannot be CRC-checked, so each must at least parse, see
 `messages.cdr_problem`) and every message of a recording without a footer.
 Chunks written with CRC 0 (by other tools) cannot be verified; damage in them
-is seen only when a record does not parse.
+is seen only where a record or a message does not parse.
 
 sqlite3: rows carry no checksum. The reader detects rows that sqlite cannot
 read (a cut-off or garbled page), payloads that do not parse as their message
 type or whose sizes disagree with their own header (`messages.cdr_problem`),
 and fewer rows than metadata.yaml lists; bytes overwritten inside an image's
-pixels, or a row left out of the index, go unnoticed.
+pixels go unnoticed, and so does a lost row when there is no metadata.yaml.
 
 Works without ROS and without rclpy: messages come out as raw CDR bytes with
 their topic, type and log time. Multi-file (split) bags, zstd file or message
@@ -38,13 +38,12 @@ import io
 import mmap
 import os
 import re
-import shutil
 import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 from mtan_ros.errors import BagCorruptError, BagReadError  # noqa: F401 (re-exported)
 
@@ -166,15 +165,12 @@ class Bag:
         wanted = set(topics) if topics is not None else None
         self.damage = []
         count, last = 0, None
+        kind = _McapFile if self.storage == "mcap" else _SqliteFile
         for path in self.files:
             with _uncompressed(path, self.damage) as plain:
-                source = _McapFile(plain, path.name, self.damage) if self.storage == "mcap" \
-                    else _SqliteFile(plain, path.name, self.damage, self._listed_count(path))
+                source = kind(plain, path.name, self.damage, self.compression_mode == "message",
+                              self._listed_count(path))
                 for msg in source.messages():
-                    if self.compression_mode == "message":
-                        msg = _decompress_message(msg, path.name, self.damage)
-                        if msg is None:
-                            continue
                     count, last = count + 1, msg.log_time_ns
                     if wanted is None or msg.topic in wanted:
                         yield msg
@@ -286,17 +282,26 @@ def _zstandard() -> Any:
     return zstandard
 
 
-def _decompress_message(msg: BagMessage, name: str, damage: list[Damage]) -> Optional[BagMessage]:
-    """A message of a bag in compression mode "message"; None (and noted) if it does not decompress."""
+def _unzstd(pieces: Iterable[bytes], out: Optional[BinaryIO] = None) -> tuple[bytes, str]:
+    """Decompress zstd frames (into `out`, or returned); also says why they stop short ("" if they do not)."""
     zstandard = _zstandard()
+    maker = zstandard.ZstdDecompressor()
+    state, fed = maker.decompressobj(), False
+    kept: list[bytes] = []
     try:
-        data = zstandard.ZstdDecompressor().decompressobj().decompress(msg.data)
+        for data in pieces:
+            while data:
+                if state.eof:
+                    state = maker.decompressobj()
+                piece, fed = state.decompress(data), True
+                if out is None:
+                    kept.append(piece)
+                else:
+                    out.write(piece)
+                data = state.unused_data if state.eof else b""
     except zstandard.ZstdError as exc:
-        lost = Damage(name, f"message at log time {msg.log_time_ns / 1e9:.3f} s", f"does not decompress ({exc})")
-        lost.lose(msg.topic, [msg.log_time_ns])
-        damage.append(lost)
-        return None
-    return BagMessage(msg.topic, msg.msgtype, msg.log_time_ns, data)
+        return b"".join(kept), f"does not decompress ({exc})"
+    return b"".join(kept), "" if state.eof or not fed else "is cut short"
 
 
 @contextlib.contextmanager
@@ -305,17 +310,35 @@ def _uncompressed(path: Path, damage: list[Damage]) -> Iterator[Path]:
     if not path.name.endswith(".zstd"):
         yield path
         return
-    zstandard = _zstandard()
     with tempfile.TemporaryDirectory(prefix="mtan_bag_") as tmp:
         plain = Path(tmp) / path.name[: -len(".zstd")]
         with open(path, "rb") as source, open(plain, "wb") as out:
-            try:
-                with zstandard.ZstdDecompressor().stream_reader(source) as reader:
-                    shutil.copyfileobj(reader, out)
-            except zstandard.ZstdError as exc:
-                damage.append(Damage(path.name, "the zstd stream", f"breaks off after {out.tell()} bytes "
-                                     f"({exc}); what came before is read"))
+            _, why = _unzstd(iter(lambda: source.read(1 << 20), b""), out)
+            if why:
+                damage.append(Damage(path.name, "its zstd compression", f"{why} after {out.tell()} bytes; what "
+                                     "came before is read"))
         yield plain
+
+
+def _decoded(msg: BagMessage, compressed: bool, check: bool) -> tuple[Optional[BagMessage], str]:
+    """A stored message as it is played, or (None, why not).
+
+    Its payload is decompressed in compression mode "message"; when nothing on disk
+    verified it (sqlite3, an mcap chunk without CRC or cut off), it must parse
+    (messages.cdr_problem).
+    """
+    if compressed:
+        data, why = _unzstd([msg.data])
+        if why:
+            return None, f"holds a compressed message that {why}"
+        msg = BagMessage(msg.topic, msg.msgtype, msg.log_time_ns, data)
+    if check:
+        from .messages import cdr_problem
+
+        problem = cdr_problem(msg.data, msg.msgtype)
+        if problem is not None:
+            return None, f"holds a damaged {msg.msgtype}: {problem}"
+    return msg, ""
 
 
 # ------------------------------------------------------------------------------------ mcap
@@ -330,8 +353,9 @@ _CHUNK_START = re.compile(rb"\x06[\s\S]{5}\x00\x00\x00[\s\S]{28}"
 class _McapFile:
     """One mcap file read in order with the `mcap` library; damage is noted and skipped."""
 
-    def __init__(self, path: Path, name: str, damage: list[Damage]) -> None:
-        self.path, self.name, self.damage = path, name, damage
+    def __init__(self, path: Path, name: str, damage: list[Damage], compressed: bool = False,
+                 listed: Optional[int] = None) -> None:  # noqa: ARG002 - the sqlite reader's signature
+        self.path, self.name, self.damage, self.compressed = path, name, damage, compressed
         self.schemas: dict[int, str] = {}
         self.channels: dict[int, tuple[str, str]] = {}  # id -> (topic, msgtype)
         self.mm: Any = None
@@ -358,10 +382,8 @@ class _McapFile:
             if mm[:8] != MCAP_MAGIC:
                 raise BagReadError(f"'{self.path}' is not an mcap file (it starts with {mm[:8]!r})")
             self.mm = mm
-            offset: Optional[int] = len(MCAP_MAGIC)
             try:
-                while offset is not None:
-                    offset = yield from self._read_from(handle, offset)
+                yield from self._records()
             finally:
                 self.mm = None
 
@@ -370,17 +392,35 @@ class _McapFile:
             return None
         return struct.unpack_from("<BQ", self.mm, offset)
 
-    def _read_from(self, handle: Any, offset: int) -> Iterator[BagMessage]:
-        """Records from `offset` on; returns where to go on reading (None: the file is done)."""
+    def _parse(self, offset: int, end: int) -> tuple[Any, str]:
+        """(the record at `offset` read by the library from exactly its bytes, or None; why not)."""
         from mcap.exceptions import McapError
-        from mcap.opcode import Opcode
-        from mcap.records import Channel, Chunk, DataEnd, Footer, Message, MessageIndex, Schema
         from mcap.stream_reader import StreamReader
 
-        handle.seek(offset)
-        records = StreamReader(handle, skip_magic=True, emit_chunks=True, record_size_limit=None).records
+        stream = io.BytesIO(self.mm[offset:end])  # bounded: a garbled inner length cannot read further
+        try:
+            record = next(StreamReader(stream, skip_magic=True, emit_chunks=True, record_size_limit=None).records)
+        except (McapError, struct.error, ValueError, StopIteration) as exc:
+            return None, str(exc) or type(exc).__name__
+        if stream.tell() != end - offset:
+            return None, "its fields disagree with its length"
+        return record, ""
+
+    def _record_at(self, offset: int, opcode: int) -> Any:
+        """The record at `offset` if its header says `opcode`, it fits in the file and it reads."""
+        head = self._head(offset)
+        if head is None or head[0] != opcode or offset + 9 + head[1] > self.size:
+            return None
+        return self._parse(offset, offset + 9 + head[1])[0]
+
+    def _records(self) -> Iterator[BagMessage]:
+        """Top-level records in file order; a damaged one is noted and reading goes on at the next chunk."""
+        from mcap.opcode import Opcode
+        from mcap.records import Chunk, DataEnd, Footer, MessageIndex
+
+        offset: Optional[int] = len(MCAP_MAGIC)
         lost: Optional[tuple[Damage, int]] = None  # a damaged chunk whose message index records follow
-        while True:
+        while offset is not None:
             head = self._head(offset)
             if head is None:
                 if offset >= self.size:
@@ -389,26 +429,26 @@ class _McapFile:
                 else:
                     self._note(f"the file ends at byte {self.size}", "inside a record header", offset,
                                self.size - offset)
-                return None
+                return
             op, length = head
-            name = _opcode_name(op)
-            end = offset + 9 + length
+            name, end = _opcode_name(op), offset + 9 + length
+            if name is None and op >= 0x80 and end <= self.size:
+                offset = end  # a user-defined record
+                continue
             if name is None:
-                if op >= 0x80 and end <= self.size:
-                    return end  # a user-defined record: the library skips it, we start again after it
-                return self._resync(offset, f"invalid record (opcode {op:#x}, length {length})")
+                offset = self._resync(offset, f"invalid record (opcode {op:#x}, length {length})")
+                continue
             if end > self.size:
                 if op == Opcode.CHUNK and self._chunk_header(offset) is not None:
                     yield from self._cut_off_chunk(offset)
-                    return None
-                return self._resync(offset, f"a record header (opcode {op:#x}, length {length}) that runs past "
-                                            "the end of the file")
-            try:
-                record = next(records)
-            except (McapError, struct.error, ValueError, StopIteration) as exc:
-                return self._resync(offset, f"unreadable {name} record ({exc})")
-            if handle.tell() != end:
-                return self._resync(offset, f"{name} record whose fields disagree with its length")
+                    return
+                offset = self._resync(offset, f"a record header (opcode {op:#x}, length {length}) that runs past "
+                                              "the end of the file")
+                continue
+            record, why = self._parse(offset, end)
+            if record is None:
+                offset = self._resync(offset, f"unreadable {name} record ({why})")
+                continue
             if isinstance(record, MessageIndex):
                 if lost is not None:
                     damage, first_byte = lost
@@ -416,21 +456,17 @@ class _McapFile:
                     damage.lose(topic[0] if topic else None, [t for t, at in record.records if at >= first_byte])
             else:
                 lost = None
-            if isinstance(record, Schema):
-                self.schemas[record.id] = record.name
-            elif isinstance(record, Channel):
-                self.channels[record.id] = (record.topic, self.schemas.get(record.schema_id, ""))
-            elif isinstance(record, Chunk):
+            if isinstance(record, Chunk):
                 lost = yield from self._chunk(record, offset, end - offset)
-            elif isinstance(record, Message):
-                msg = self._message(record, f"message at byte {offset}")
-                if msg is not None:
-                    yield msg
             elif isinstance(record, DataEnd):
                 self._check_end(offset, end, record.data_section_crc)
-                return None
+                return
             elif isinstance(record, Footer):
-                return None
+                return
+            else:
+                msg = self._record(record, f"message at byte {offset}", check=True)
+                if msg is not None:
+                    yield msg
             offset = end
 
     # -------------------------------------------------------------------- chunks
@@ -453,7 +489,7 @@ class _McapFile:
             records, bad = _chunk_records(stream, size)
             last = None
             for record in records:
-                msg = self._record(record, where)
+                msg = self._record(record, where, check=not chunk.uncompressed_crc)
                 if msg is not None:
                     last = msg.log_time_ns
                     yield msg
@@ -463,7 +499,6 @@ class _McapFile:
             unverified = "" if chunk.uncompressed_crc else " (the chunk has no CRC)"
             damage = self._note(where, f"has a damaged record at byte {at} of its data ({why}){unverified}; "
                                        "the rest of the chunk is skipped", offset, length)
-            damage.messages = None
             if last is not None:
                 damage.first_ns = last
             return damage, at
@@ -471,7 +506,8 @@ class _McapFile:
         damage.first_ns, damage.last_ns = chunk.message_start_time, chunk.message_end_time
         return damage, 0
 
-    def _record(self, record: Any, where: str) -> Optional[BagMessage]:
+    def _record(self, record: Any, where: str, check: bool) -> Optional[BagMessage]:
+        """Schemas and channels are kept; a message is returned (None, and noted, if it is not usable)."""
         from mcap.records import Channel, Message, Schema
 
         if isinstance(record, Schema):
@@ -479,7 +515,7 @@ class _McapFile:
         elif isinstance(record, Channel):
             self.channels[record.id] = (record.topic, self.schemas.get(record.schema_id, ""))
         elif isinstance(record, Message):
-            return self._message(record, where)
+            return self._message(record, where, check)
         return None
 
     def _channel(self, channel_id: int) -> Optional[tuple[str, str]]:
@@ -492,14 +528,17 @@ class _McapFile:
                 self.channels[channel_id] = (channel.topic, schema.name if schema is not None else "")
         return self.channels.get(channel_id)
 
-    def _message(self, record: Any, where: str) -> Optional[BagMessage]:
+    def _message(self, record: Any, where: str, check: bool) -> Optional[BagMessage]:
         channel = self._channel(record.channel_id)
         if channel is None:
             damage = self._note(where, f"holds a message on channel {record.channel_id}, which no intact record "
                                        "describes")
             damage.lose(None, [record.log_time])
             return None
-        return BagMessage(channel[0], channel[1], record.log_time, record.data)
+        msg, why = _decoded(BagMessage(channel[0], channel[1], record.log_time, record.data), self.compressed, check)
+        if msg is None:
+            self._note(where, why).lose(channel[0], [record.log_time])
+        return msg
 
     def _chunk_header(self, offset: int) -> Optional[tuple[int, int]]:
         """(message start, end time) if a chunk record's header at `offset` agrees with its own length."""
@@ -520,8 +559,6 @@ class _McapFile:
         from mcap.exceptions import McapError
         from mcap.records import Chunk
 
-        from .messages import cdr_problem
-
         try:
             chunk = Chunk.read(ReadDataStream(io.BytesIO(self.mm[offset + 9:])))
         except (McapError, ValueError):
@@ -535,21 +572,15 @@ class _McapFile:
             damage.first_ns = self._chunk_header(offset)[0]
             return
         records, _ = _chunk_records(ReadDataStream(io.BytesIO(chunk.data)), len(chunk.data))
-        delivered = dropped = 0
-        last = None
+        delivered, last = 0, None
+        damage = self._note(where, cut, offset, self.size - offset)  # before the notes of unusable messages
         for record in records:
-            msg = self._record(record, where)
-            if msg is None:
-                continue
-            if cdr_problem(msg.data, msg.msgtype) is not None:
-                dropped += 1
-                continue
-            delivered, last = delivered + 1, msg.log_time_ns
-            yield msg
-        kept = f"its {delivered} complete message{'' if delivered == 1 else 's'} went out without a CRC check"
-        if dropped:
-            kept += f" ({dropped} more did not parse)"
-        damage = self._note(where, f"{cut}; {kept}", offset, self.size - offset)
+            msg = self._record(record, where, check=True)
+            if msg is not None:
+                delivered, last = delivered + 1, msg.log_time_ns
+                yield msg
+        damage.problem += f"; its {delivered} complete message{'' if delivered == 1 else 's'} that parse went " \
+                          "out without a CRC check"
         damage.first_ns = last if last is not None else chunk.message_start_time
 
     # -------------------------------------------------------------------- damage and the end
@@ -569,26 +600,11 @@ class _McapFile:
                 return None if found is None else found.start()
             pos = found.start() + 1
 
-    def _record_at(self, offset: int, opcode: int, read: Any) -> Any:
-        """The record at `offset` parsed with the library's `read`, if its header says `opcode` and it fits."""
-        from mcap.data_stream import ReadDataStream
-        from mcap.exceptions import McapError
-
-        head = self._head(offset)
-        if head is None or head[0] != opcode or offset + 9 + head[1] > self.size:
-            return None
-        try:
-            return read(ReadDataStream(io.BytesIO(self.mm[offset + 9:offset + 9 + head[1]])))
-        except (McapError, struct.error, ValueError):
-            return None
-
     def _footer(self) -> Any:
-        from mcap.records import Footer
-
         at = self.size - len(MCAP_MAGIC) - _FOOTER_BYTES
         if at < len(MCAP_MAGIC) or self.mm[-8:] != MCAP_MAGIC:
             return None
-        footer = self._record_at(at, 0x02, Footer.read)
+        footer = self._record_at(at, 0x02)
         return footer if footer is not None and footer.summary_start <= at else None
 
     def _summary_crc_ok(self, footer: Any) -> bool:
@@ -614,8 +630,6 @@ class _McapFile:
 
     def _index_loss(self, damage: Damage, start: int, stop: int) -> None:
         """Fill in what the chunks starting between `start` and `stop` held, from the summary's indexes."""
-        from mcap.records import MessageIndex
-
         summary = self._read_summary()
         if summary is None:
             return
@@ -624,7 +638,7 @@ class _McapFile:
             if not start <= index.chunk_start_offset < stop:
                 continue
             for channel_id, at in index.message_index_offsets.items():
-                record = self._record_at(at, 0x07, MessageIndex.read)
+                record = self._record_at(at, 0x07)
                 if record is None:
                     damage.messages = None
                     return
@@ -747,8 +761,9 @@ def _sqlite_cut_short(path: Path) -> bool:
 class _SqliteFile:
     """One sqlite3 storage file, row by row in recording order; unreadable or unparsable rows are noted."""
 
-    def __init__(self, path: Path, name: str, damage: list[Damage], listed: Optional[int] = None) -> None:
-        self.path, self.name, self.damage = path, name, damage
+    def __init__(self, path: Path, name: str, damage: list[Damage], compressed: bool = False,
+                 listed: Optional[int] = None) -> None:
+        self.path, self.name, self.damage, self.compressed = path, name, damage, compressed
         self.listed = listed  # rows metadata.yaml counts in this file: how far to probe without an id index
 
     def _note(self, where: str, problem: str, messages: Optional[int] = None) -> Damage:
@@ -757,8 +772,6 @@ class _SqliteFile:
         return found
 
     def messages(self) -> Iterator[BagMessage]:
-        from .messages import cdr_problem
-
         with open(self.path, "rb") as handle:
             magic = handle.read(16)
         if magic != SQLITE_MAGIC:
@@ -779,11 +792,11 @@ class _SqliteFile:
             self._note("the database", f"cannot be opened ({exc})")
             return
         try:
-            yield from self._rows(conn, apsw, cdr_problem)
+            yield from self._rows(conn, apsw)
         finally:
             conn.close()
 
-    def _rows(self, conn: Any, apsw: Any, cdr_problem: Any) -> Iterator[BagMessage]:
+    def _rows(self, conn: Any, apsw: Any) -> Iterator[BagMessage]:
         # A cut-off file is shorter than its header says; sqlite calls that malformed unless the
         # schema is "writable" (nothing is written: the connection is read-only).
         conn.execute("PRAGMA writable_schema=ON")
@@ -831,12 +844,11 @@ class _SqliteFile:
                 lost.lose(None, [int(stamp)])
                 continue
             topic, msgtype = topics[tid]
-            problem = cdr_problem(data, msgtype)
-            if problem is not None:
-                lost = self._note(f"row {row_id}", f"holds a damaged {msgtype}: {problem}", messages=0)
-                lost.lose(topic, [int(stamp)])
+            msg, why = _decoded(BagMessage(topic, msgtype, int(stamp), bytes(data)), self.compressed, check=True)
+            if msg is None:
+                self._note(f"row {row_id}", why, messages=0).lose(topic, [int(stamp)])
                 continue
-            yield BagMessage(topic, msgtype, int(stamp), bytes(data))
+            yield msg
 
     @staticmethod
     def _row_key(conn: Any, apsw: Any, row_id: int, topics: dict[int, tuple[str, str]]
