@@ -118,8 +118,7 @@ def test_damaged_bag_plays_every_intact_frame_then_names_the_damage(ros, topics,
     named = [line for line in output.splitlines() if "damaged: bag.mcap:" in line]
     assert len(named) == 1 and "ERROR" in named[0], output
     assert f"chunk at byte {chunks[0]} fails its CRC check (8 messages lost on" in named[0]
-    assert "is damaged in 1 place (listed above): played every intact frame, 8 messages (16 in metadata.yaml)" \
-        in output
+    assert "is damaged in 1 place (listed above); every intact frame was played" in output
 
 
 def test_bag_without_a_playable_frame_stops_at_once(ros, topics, dataset, tmp_path):

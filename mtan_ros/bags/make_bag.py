@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import math
 import shutil
@@ -74,9 +75,11 @@ class McapStorage:
         self._file = self.path.open("xb")
         # Writer.flush() (closing a chunk on demand) is recent; without it the library closes chunks by size.
         self._by_frame = hasattr(Writer, "flush")
+        # No data-section CRC: the records _top_level writes past the library would not be in it.
+        options = {"enable_data_crcs": False} if "enable_data_crcs" in inspect.signature(Writer).parameters else {}
         self._writer = Writer(self._file, chunk_size=(1 << 62) if self._by_frame else chunk_bytes,
                               compression=CompressionType.ZSTD if compression == CompressionMode.STORAGE
-                              else CompressionType.NONE, enable_crcs=True)
+                              else CompressionType.NONE, enable_crcs=True, **options)
         self._writer.start(profile="ros2", library="mtan_ros mtan-make-bag")
         self._chunk_bytes = int(chunk_bytes)
         self._schemas: dict[str, int] = {}

@@ -396,10 +396,8 @@ def report_damage(logger: Any, stats: PlayStats, bag: Any) -> None:
     if len(stats.damage) > MAX_DAMAGE_LINES:
         logger.error(f"... and {len(stats.damage) - MAX_DAMAGE_LINES} more damaged places")
     count = len(stats.damage)
-    listed = f" ({bag.message_count} in metadata.yaml)" if bag.message_count is not None else ""
-    logger.error(f"bag '{bag.path}' is damaged in {count} place{'s' if count != 1 else ''} (listed above): played "
-                 f"every intact frame, {stats.messages} messages{listed}; re-record or re-create the bag "
-                 "(mtan-make-bag)")
+    logger.error(f"bag '{bag.path}' is damaged in {count} place{'s' if count != 1 else ''} (listed above); every "
+                 "intact frame was played. Re-record or re-create the bag (mtan-make-bag)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
