@@ -12,6 +12,7 @@ from conftest import make_checkpoint
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.inference import Predictor, resolve_device, resolve_precision
 from mtan_ros.inference import predictor as predictor_module
+from mtan_ros.inference.benchmark import FixedOutputs
 from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.optimize import fold_batchnorm
 from mtan_ros.inference.predictor import depth_to_metres_
@@ -35,21 +36,6 @@ def _randomise_batchnorm(model, seed=1):
     return model
 
 
-class FixedOutputs(torch.nn.Module):
-    """A stand-in model: fixed logits and raw depth whatever the input; remembers the input it saw."""
-
-    def __init__(self, logits: torch.Tensor, depth: torch.Tensor):
-        super().__init__()
-        self.register_buffer("logits", logits)
-        self.register_buffer("depth", depth)
-        self.seen = None
-
-    def forward(self, x):
-        self.seen = x.detach().float().clone()
-        n = x.shape[0]
-        return {"semantic": self.logits.expand(n, -1, -1, -1), "depth": self.depth.expand(n, -1, -1, -1)}
-
-
 def _fixed_predictor(depth_values, encoding=DepthEncoding("metric", 1.0), seed=0, mean=(0.0, 0.0, 0.0),
                      std=(1.0, 1.0, 1.0)):
     generator = torch.Generator().manual_seed(seed)
@@ -58,7 +44,7 @@ def _fixed_predictor(depth_values, encoding=DepthEncoding("metric", 1.0), seed=0
     meta = CheckpointMeta(model=ModelSpec("mtan", {"semantic": 7, "depth": 1}, 0.125),
                           class_names=[f"c{i}" for i in range(7)], class_colors=[(i, i, i) for i in range(7)],
                           input_size=MODEL_SIZE, mean=mean, std=std, depth=encoding)
-    model = FixedOutputs(logits, depth)
+    model = FixedOutputs(logits, depth, record=True)
     return Predictor(model, meta, device="cpu", precision="fp32"), model, logits[0].numpy(), depth[0, 0].numpy()
 
 

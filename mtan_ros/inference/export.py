@@ -32,7 +32,8 @@ FORMATS = ("pt2", "onnx")
 ONNX_OPSET = 18
 # The largest batch an exported graph declares; runtimes size their buffers by it (TensorRT profiles).
 MAX_BATCH = 64
-# An exported graph must reproduce the model within this (in logits and raw depth).
+# An exported graph must reproduce the model within this, absolute and relative (|a - b| <= t + t |b|),
+# in logits and raw depth: float32 rounding differs between kernels and grows over ~30 layers.
 EXPORT_TOLERANCE = 1e-3
 
 
@@ -134,13 +135,19 @@ def check_onnx(model: bytes | str, wrapper: NormalisedModel, input_size: tuple[i
     theirs = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
         ours = wrapper(x)
+    return check_close("ONNX graph", ours, [torch.from_numpy(t) for t in theirs], tolerance)
+
+
+def check_close(what: str, ours: Sequence[torch.Tensor], theirs: Sequence[torch.Tensor],
+                tolerance: float = EXPORT_TOLERANCE) -> float:
+    """Largest difference of (logits, depth) pairs; ExportError beyond `tolerance` absolute and relative."""
     worst = 0.0
-    for name, a, b in zip(("semantic_logits", "depth"), ours, theirs):
-        difference = float((a - torch.from_numpy(b)).abs().max())
-        worst = max(worst, difference)
-        if not difference <= tolerance:
-            raise ExportError(f"the ONNX graph's {name} differ from PyTorch's by {difference:.3g} "
-                              f"(more than {tolerance:g}); please report this with the checkpoint")
+    for name, expected, got in zip(("semantic_logits", "depth"), ours, theirs):
+        difference = (got - expected).abs()
+        worst = max(worst, float(difference.max()))
+        if not bool((difference <= tolerance * (1.0 + expected.abs())).all()):
+            raise ExportError(f"the {what}'s {name} differ from PyTorch's by up to {worst:.3g} (more than "
+                              f"{tolerance:g} absolute and relative); please report this with the checkpoint")
     return worst
 
 
@@ -165,8 +172,7 @@ def export(checkpoint_path: str, out: str, fmt: str = "pt2", *, pooling: str | N
         with torch.no_grad():
             torch.export.save(torch.export.export(wrapper, (example,)), str(out_path))
             reloaded = torch.export.load(str(out_path)).module()
-            for ours, theirs in zip(wrapper(example), reloaded(example)):
-                torch.testing.assert_close(theirs, ours, rtol=EXPORT_TOLERANCE, atol=EXPORT_TOLERANCE)
+            check_close("exported program", wrapper(example), reloaded(example))
     else:
         data = onnx_model_bytes(wrapper, size)
         check_onnx(data, wrapper, size)
