@@ -134,22 +134,26 @@ def validation_set(meta: CheckpointMeta, data: str | None, count: int) -> tuple[
 @dataclass
 class Scores:
     miou: float
-    abs_err_m: float
+    abs_err: float    # in the model's depth units (inverse depth for the preprocessed release)
+    abs_err_m: float  # metres: dominated by far pixels when the model predicts inverse depth
     labels: list[np.ndarray] = field(repr=False)
 
 
 def score(predictor: Predictor, samples: list[Sample]) -> Scores:
-    """Whole-split mIoU and depth absolute error (metres), as mtan-eval defines them."""
+    """Whole-split mIoU and depth absolute error, in the model's units and in metres, as mtan-eval defines them."""
     from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
 
-    confusion, depth = ConfusionMatrix(predictor.num_classes), DepthErrors()
+    confusion, depth, depth_m = ConfusionMatrix(predictor.num_classes), DepthErrors(), DepthErrors()
+    encoding = predictor.meta.depth
     labels = []
     for sample in samples:
         prediction = predictor(sample.image, output_size=sample.labels.shape)
         confusion.update(prediction.labels.astype(np.int64), sample.labels)
-        depth.update(prediction.depth, sample.metres)
+        depth_m.update(prediction.depth, sample.metres)
+        values = np.where(np.isnan(prediction.depth), np.float32(np.nan), encoding.from_metres(prediction.depth))
+        depth.update(values, encoding.from_metres(sample.metres))
         labels.append(prediction.labels)
-    return Scores(confusion.miou(), depth.abs_err(), labels)
+    return Scores(confusion.miou(), depth.abs_err(), depth_m.abs_err(), labels)
 
 
 def equal_share(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -202,15 +206,16 @@ def accuracy_table(args: argparse.Namespace, model: torch.nn.Module, meta: Check
     reference_ms = statistics.median(times[0])
     reference = score(predictors[0][1], samples)
     header = ("backend precision", "ran as", "p50 ms", "p95 ms", "speed-up vs fp32 eager", "labels = fp32",
-              "mIoU %", "Δ mIoU points", "depth abs err m", "Δ abs err m")
+              "mIoU %", "Δ mIoU points", f"depth abs err ({meta.depth.kind})", "Δ", "depth abs err m", "Δ m")
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (config, predictor), ms in zip(predictors, times):
         scores = reference if predictor is predictors[0][1] else score(predictor, samples)
         rows.append(f"| {config.name} | {predictor.backend} {predictor.precision} | {percentile(ms, 50):.1f} | "
                     f"{percentile(ms, 95):.1f} | {reference_ms / statistics.median(ms):.2f}x | "
                     f"{equal_share(scores.labels, reference.labels) * 100:.2f}% | {scores.miou * 100:.2f} | "
-                    f"{(scores.miou - reference.miou) * 100:+.2f} | {scores.abs_err_m:.4f} | "
-                    f"{scores.abs_err_m - reference.abs_err_m:+.4f} |")
+                    f"{(scores.miou - reference.miou) * 100:+.2f} | {scores.abs_err:.5f} | "
+                    f"{scores.abs_err - reference.abs_err:+.5f} | {scores.abs_err_m:.3f} | "
+                    f"{scores.abs_err_m - reference.abs_err_m:+.3f} |")
     return rows + lines
 
 
