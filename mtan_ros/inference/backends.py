@@ -114,6 +114,10 @@ class OnnxRuntimeBackend:
         self.session = onnxruntime.InferenceSession(source, sess_options=options,
                                                     providers=self._provider_options(self.providers))
         self.providers = self.session.get_providers()
+        if self.precision == "fp16" and self.providers[0] != "TensorrtExecutionProvider":
+            LOG.warning("the TensorRT provider did not start (providers: %s); running fp32",
+                        ", ".join(self.providers))
+            self.precision = "fp32"
         shape = self.session.get_inputs()[0].shape
         if list(shape[2:]) != list(self.input_size):
             raise ConfigError(f"the ONNX graph takes {shape[2]}x{shape[3]} images, the checkpoint "
