@@ -108,6 +108,7 @@ class GpuCheck:
         self.no_cuda = cuda_missing()
         self.rows: list[Row] = []
         self._models: dict[tuple[int, int], tuple[Any, torch.nn.Module]] = {}
+        self._references: dict[tuple, tuple[list[np.ndarray], list[np.ndarray]]] = {}
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def add(self, row: Row) -> Row:
@@ -159,46 +160,58 @@ class GpuCheck:
     # --- rows ----------------------------------------------------------------------------------
     def predictor_rows(self, name: str, device: str, options: dict[str, Any], *, needs_cuda: bool = True,
                        batches: list[int] | None = None, reserve_s: float = 0.0) -> None:
+        """One Predictor per input size (exporting or compiling once), timed at each batch size."""
+        batches = batches or self.plan.batches
         for size in self.sizes():
-            for batch in batches or self.plan.batches:
-                setting = f"{size[0]}x{size[1]} batch {batch}"
-                self.guarded(name, setting, lambda: self._time_predictor(size, batch, device, options),
-                             needs_cuda=needs_cuda, reserve_s=reserve_s)
+            setting = f"{size[0]}x{size[1]} batch {','.join(map(str, batches))}"
+            self.guarded(name, setting, lambda: self._time_predictor(size, batches, device, options),
+                         needs_cuda=needs_cuda, reserve_s=reserve_s)
 
-    def _time_predictor(self, size: tuple[int, int], batch: int, device: str, options: dict[str, Any]) -> Row:
+    def _time_predictor(self, size: tuple[int, int], batches: list[int], device: str,
+                        options: dict[str, Any]) -> list[Row]:
+        import copy
+
+        from mtan_ros.inference.predictor import Predictor
+
+        meta, model = self.model_for(size)
+        predictor = Predictor(copy.deepcopy(model), meta, device=device, **options)
+        rows = []
+        try:
+            for batch in batches:
+                images, reference = self._inputs(size, batch, device)
+                for _ in range(self.plan.warmup):
+                    predictor.predict_batch(images)
+                times = []
+                for _ in range(self.plan.iters):
+                    start = time.perf_counter()
+                    results = predictor.predict_batch(images)
+                    times.append((time.perf_counter() - start) * 1e3)
+                equal = float(np.mean([(r.labels == ref).mean() for r, ref in zip(results, reference)]))
+                ms = statistics.median(times)
+                rows.append(Row("", f"{size[0]}x{size[1]} batch {batch}",
+                                result=f"{ms:.2f} ms/batch, {batch * 1e3 / ms:.0f} img/s, labels = fp32 {equal:.2%}",
+                                note=f"ran as {predictor.backend} {predictor.precision}",
+                                values={"ms_per_batch_p50": ms, "images_per_s": batch * 1e3 / ms,
+                                        "labels_equal_fp32": equal}))
+        finally:
+            predictor.close()
+        return rows
+
+    def _inputs(self, size: tuple[int, int], batch: int, device: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Street images at the model's size and the labels fp32 eager gives them on `device` (computed once)."""
         import copy
 
         from mtan_ros.inference.benchmark import street_images
         from mtan_ros.inference.predictor import Predictor
 
-        meta, model = self.model_for(size)
-        images = street_images(size, batch, seed=11)
-        predictor = Predictor(copy.deepcopy(model), meta, device=device, **options)
-        reference = self._reference_labels(size, batch, images, device)
-        for _ in range(self.plan.warmup):
-            predictor.predict_batch(images)
-        times = []
-        for _ in range(self.plan.iters):
-            start = time.perf_counter()
-            results = predictor.predict_batch(images)
-            times.append((time.perf_counter() - start) * 1e3)
-        equal = float(np.mean([(r.labels == ref).mean() for r, ref in zip(results, reference)]))
-        ms = statistics.median(times)
-        predictor.close()
-        return Row("", "", result=f"{ms:.2f} ms/batch, {batch * 1e3 / ms:.0f} img/s, labels = fp32 {equal:.2%}",
-                   note=f"ran as {predictor.backend} {predictor.precision}",
-                   values={"ms_per_batch_p50": ms, "images_per_s": batch * 1e3 / ms, "labels_equal_fp32": equal})
-
-    def _reference_labels(self, size, batch, images, device) -> list[np.ndarray]:
-        import copy
-
-        from mtan_ros.inference.predictor import Predictor
-
-        meta, model = self.model_for(size)
-        reference = Predictor(copy.deepcopy(model), meta, device=device, precision="fp32")
-        labels = [r.labels for r in reference.predict_batch(images)]
-        reference.close()
-        return labels
+        key = (size, batch, device)
+        if key not in self._references:
+            images = street_images(size, batch, seed=11)
+            meta, model = self.model_for(size)
+            reference = Predictor(copy.deepcopy(model), meta, device=device, precision="fp32")
+            self._references[key] = (images, [r.labels for r in reference.predict_batch(images)])
+            reference.close()
+        return self._references[key]
 
     def node_rows(self) -> None:
         """The node end to end through DDS, at both output resolutions, via the node benchmark."""
@@ -305,10 +318,9 @@ class GpuCheck:
             self.predictor_rows(name, "cuda", options, reserve_s=60)
             return
         for size in self.sizes():
-            for batch in self.plan.batches:
-                self.add(Row(name, f"{size[0]}x{size[1]} batch {batch}", "skipped",
-                             note=f"{provider} not installed (pip install onnxruntime-gpu; TensorRT needs its "
-                                  "libraries too)"))
+            self.add(Row(name, f"{size[0]}x{size[1]} batch {','.join(map(str, self.plan.batches))}", "skipped",
+                         note=f"{provider} not installed (pip install onnxruntime-gpu; TensorRT needs its "
+                              "libraries too)"))
 
 
 def node_rows_from_json(data: Any) -> list[Row]:
