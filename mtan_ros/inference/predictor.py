@@ -338,7 +338,7 @@ class Predictor:
         with torch.inference_mode():
             inputs = [self._resize_input(self._upload(image)) for image in images]
             batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
-            logits, raw_depth = self._backend(batch.float().mul_(1.0 / 255.0))
+            logits, raw_depth = self._backend(batch * (1.0 / 255.0))  # one pass: uint8 or float in, float32 out
             # Class scores next to each other in memory: argmax over NCHW is ~15x slower on CPUs.
             labels = logits.contiguous(memory_format=torch.channels_last).argmax(dim=1, keepdim=True)
             labels = labels.to(torch.uint8)
