@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo benchmark clean
+.PHONY: venv test demo benchmark gpu-check clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python -m mtan_ros.inference.benchmark
+
+# Everything the package does on a GPU, in one table (under 8 minutes); skips its CUDA rows elsewhere.
+gpu-check: $(STAMP)
+	$(BIN)/python -m mtan_ros.tools.gpu_check --json runs/gpu_check.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,6 +25,9 @@ EXTRAS = {
         "ros-kilted-rcl-interfaces",
     ],
     "train": ["tqdm>=4.60", "tensorboard>=2.10", "matplotlib>=3.6", "cityscapesscripts>=2.2"],
+    # ONNX export (mtan-export --format onnx) and the Predictor's onnxruntime backend (CPU provider;
+    # a CUDA machine installs onnxruntime-gpu instead for the CUDA and TensorRT providers).
+    "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.17"],
     "bags": ["rosbags>=0.10", "rosbags-image>=0.9", "mcap>=1.1", "mcap-ros2-support>=0.5"],
     # launch_testing's pytest plugin does not load under pytest 9.
     "test": ["pytest>=7,<9", "pytest-timeout>=2"],

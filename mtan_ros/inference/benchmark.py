@@ -1,31 +1,46 @@
-"""Predictor latency: plain fp32 eager against the fast path, measured in one run.
+"""Predictor speed and accuracy per precision and backend, against fp32 eager, measured in one run.
 
-    python -m mtan_ros.inference.benchmark [--checkpoint CK] [--sizes 128x256 256x512]
+    python -m mtan_ros.inference.benchmark [--checkpoint best.pt] [--data DIR] [--images 32]
+        [--precisions fp32,bf16] [--backends torch,onnxruntime] [--compile] [--camera 1024x2048]
 
-Without a checkpoint the model has random weights whose BatchNorm statistics
-are calibrated on synthetic street scenes, so activations (and therefore the
-agreement figures) behave like a trained network's rather than like noise.
-The same images go through both paths; agreement is the share of equal label
-pixels and the median relative depth difference.
+Reduced precision and other backends are judged by what they do to the task
+metrics, not by label agreement alone: every configuration predicts the same
+validation set (synthetic street scenes by default, or the `val` split of
+--data) and the table gives its mIoU and depth absolute error (metres) next to
+fp32 eager's, the share of labels equal to fp32's, and its latency.
+Configurations are timed interleaved, frame by frame, so that load on the
+machine hits all alike; the ratios are the numbers to compare.
+
+Without --checkpoint the model has random weights (BatchNorm statistics
+calibrated on synthetic scenes): timings hold, but agreement and metric deltas
+then say nothing about a trained model, and the output says so.
+
+A second table times only the pre- and post-processing at a camera size
+(--camera) with the model's input size: the Predictor's torch path against
+the previous OpenCV/numpy path, with the model replaced by fixed outputs.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
-from mtan_ros.inference.checkpoint import (
-    CheckpointMeta,
-    ModelSpec,
-    build_model_from_checkpoint,
-    load_checkpoint,
-)
-from mtan_ros.inference.predictor import Predictor
+from mtan_ros.cli import run_command
+from mtan_ros.errors import ConfigError
+from mtan_ros.inference.backends import BACKENDS, onnxruntime_providers
+from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
+from mtan_ros.inference.predictor import Predictor, cpu_has_amx_bf16, resolve_device
+
+RANDOM_WEIGHTS_NOTE = ("RANDOM WEIGHTS (no --checkpoint): latency holds, but label agreement and metric deltas "
+                       "say nothing about a trained model; pass --checkpoint for those")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -60,98 +75,288 @@ def calibrated_random_model(meta: CheckpointMeta, images: list[np.ndarray]) -> t
     return model.eval()
 
 
-def time_interleaved(predictors: list[Predictor], images: list[np.ndarray], warmup: int,
-                     iters: int) -> list[list[float]]:
-    """Latency in ms of each predictor, alternating calls so that load on the machine hits all alike."""
-    for index in range(warmup):
-        for predictor in predictors:
-            predictor(images[index % len(images)])
-    times: list[list[float]] = [[] for _ in predictors]
-    for index in range(iters):
-        for slot, predictor in enumerate(predictors):
-            start = time.perf_counter()
-            predictor(images[index % len(images)])
-            times[slot].append((time.perf_counter() - start) * 1000.0)
-    return times
+def random_meta(size: tuple[int, int], width: float, classes: int) -> CheckpointMeta:
+    return CheckpointMeta(model=ModelSpec("mtan", {"semantic": classes, "depth": 1}, width),
+                          class_names=[f"class{i}" for i in range(classes)],
+                          class_colors=[(i, i, i) for i in range(classes)], input_size=size)
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def agreement(plain: Predictor, fast: Predictor, images: list[np.ndarray]) -> tuple[float, float]:
-    equal, total, rel = 0, 0, []
-    for image in images:
-        a, b = plain(image), fast(image)
-        equal += int((a.labels == b.labels).sum())
-        total += a.labels.size
-        both = np.isfinite(a.depth) & np.isfinite(b.depth) & (a.depth > 0)
-        rel.append(np.abs(a.depth[both] - b.depth[both]) / a.depth[both])
-    rel_all = np.concatenate(rel) if rel else np.zeros(1)
-    return equal / max(total, 1), float(np.median(rel_all))
+def time_interleaved(calls: list[Callable[[np.ndarray], object]], images: list[np.ndarray], warmup: int,
+                     iters: int) -> list[list[float]]:
+    """Latency in ms of each call, alternating calls so that load on the machine hits all alike."""
+    for index in range(warmup):
+        for call in calls:
+            call(images[index % len(images)])
+    times: list[list[float]] = [[] for _ in calls]
+    for index in range(iters):
+        for slot, call in enumerate(calls):
+            start = time.perf_counter()
+            call(images[index % len(images)])
+            times[slot].append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+# --- validation data and metrics -------------------------------------------------------------
+@dataclass
+class Sample:
+    image: np.ndarray   # H x W x 3 uint8
+    labels: np.ndarray  # H x W int64, -1 = void
+    metres: np.ndarray  # H x W float32, 0 = no ground truth
+
+
+def validation_set(meta: CheckpointMeta, data: str | None, count: int) -> tuple[list[Sample], str]:
+    """`count` samples of synthetic scenes at the model's size, or of DIR's val split; and a description."""
+    from mtan_ros.data import open_dataset
+
+    if data:
+        dataset = open_dataset(data, split="val")
+    else:
+        dataset = open_dataset(None, split="val", format="synthetic", length=count, size=tuple(meta.input_size),
+                               num_classes=meta.num_classes, seed=0)
+    if dataset.num_classes != meta.num_classes:
+        raise ConfigError(f"the validation data has {dataset.num_classes} classes, the model {meta.num_classes}")
+    samples = []
+    for index in range(min(count, len(dataset))):
+        item = dataset[index]
+        image = (item["image"].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        metres = dataset.depth_encoding.to_metres(item["depth"][0].numpy())
+        samples.append(Sample(np.ascontiguousarray(image), item["semantic"].numpy(),
+                              np.nan_to_num(metres, nan=0.0).astype(np.float32)))
+    if not samples:
+        raise ConfigError(f"'{data}' has no val images")
+    return samples, dataset.describe()
+
+
+@dataclass
+class Scores:
+    miou: float
+    abs_err: float    # in the model's depth units (inverse depth for the preprocessed release)
+    abs_err_m: float  # metres: dominated by far pixels when the model predicts inverse depth
+    labels: list[np.ndarray] = field(repr=False)
+
+
+def score(predictor: Predictor, samples: list[Sample]) -> Scores:
+    """Whole-split mIoU and depth absolute error, in the model's units and in metres, as mtan-eval defines them."""
+    from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
+
+    confusion, depth, depth_m = ConfusionMatrix(predictor.num_classes), DepthErrors(), DepthErrors()
+    encoding = predictor.meta.depth
+    labels = []
+    for sample in samples:
+        prediction = predictor(sample.image, output_size=sample.labels.shape)
+        confusion.update(prediction.labels.astype(np.int64), sample.labels)
+        depth_m.update(prediction.depth, sample.metres)
+        values = np.where(np.isnan(prediction.depth), np.float32(np.nan), encoding.from_metres(prediction.depth))
+        depth.update(values, encoding.from_metres(sample.metres))
+        labels.append(prediction.labels)
+    return Scores(confusion.miou(), depth.abs_err(), depth_m.abs_err(), labels)
+
+
+def equal_share(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return sum(int((x == y).sum()) for x, y in zip(a, b)) / max(sum(x.size for x in a), 1)
+
+
+# --- configurations --------------------------------------------------------------------------
+@dataclass
+class Config:
+    backend: str
+    precision: str
+    compiled: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}{' compiled' if self.compiled else ''} {self.precision}"
+
+
+def configurations(device: torch.device, backends: list[str], precisions: list[str], compiled: bool) -> list[Config]:
+    """fp32 eager first (the reference); then every other backend x precision that exists on `device`."""
+    configs = [Config("torch", "fp32")]
+    for precision in precisions:
+        if precision == "fp16" and device.type == "cpu":
+            continue  # the Predictor runs fp16 requests on CPUs as bf16 or fp32
+        if "torch" in backends and precision != "fp32":
+            configs.append(Config("torch", precision))
+        if compiled:
+            configs.append(Config("torch", precision, compiled=True))
+        if "onnxruntime" in backends and (precision == "fp32" or device.type == "cuda" and precision == "fp16"):
+            configs.append(Config("onnxruntime", precision))
+    return configs
+
+
+def build(config: Config, model: torch.nn.Module, meta: CheckpointMeta, device: torch.device) -> Predictor:
+    return Predictor(copy.deepcopy(model), meta, device=device, precision=config.precision, backend=config.backend,
+                     compile=config.compiled)
+
+
+def accuracy_table(args: argparse.Namespace, model: torch.nn.Module, meta: CheckpointMeta,
+                   device: torch.device, samples: list[Sample]) -> list[str]:
+    configs = configurations(device, args.backends, args.precisions, args.compile)
+    predictors, lines = [], []
+    for config in configs:
+        try:
+            predictors.append((config, build(config, model, meta, device)))
+        except Exception as exc:  # one backend missing or failing must not hide the others
+            lines.append(f"| {config.name} | skipped: {str(exc).splitlines()[0][:120]} |")
+    images = [s.image for s in samples]
+    times = time_interleaved([p for _, p in predictors], images, args.warmup, args.iters)
+    reference_ms = statistics.median(times[0])
+    reference = score(predictors[0][1], samples)
+    header = ("backend precision", "ran as", "p50 ms", "p95 ms", "speed-up vs fp32 eager", "labels = fp32",
+              "mIoU %", "Δ mIoU points", f"depth abs err ({meta.depth.kind})", "Δ", "depth abs err m", "Δ m")
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (config, predictor), ms in zip(predictors, times):
+        scores = reference if predictor is predictors[0][1] else score(predictor, samples)
+        rows.append(f"| {config.name} | {predictor.backend} {predictor.precision} | {percentile(ms, 50):.1f} | "
+                    f"{percentile(ms, 95):.1f} | {reference_ms / statistics.median(ms):.2f}x | "
+                    f"{equal_share(scores.labels, reference.labels) * 100:.2f}% | {scores.miou * 100:.2f} | "
+                    f"{(scores.miou - reference.miou) * 100:+.2f} | {scores.abs_err:.5f} | "
+                    f"{scores.abs_err - reference.abs_err:+.5f} | {scores.abs_err_m:.3f} | "
+                    f"{scores.abs_err_m - reference.abs_err_m:+.3f} |")
+    return rows + lines
+
+
+# --- pre/post-processing: the torch path against the previous OpenCV/numpy one -----------------
+class FixedOutputs(torch.nn.Module):
+    """Stands in for the model, so that only the work around it is timed (or tested).
+
+    Returns the same logits (1 x C x h x w) and raw depth (1 x 1 x h x w) for any
+    input; with `record`, keeps the last input it was given in `.seen`.
+    """
+
+    def __init__(self, logits: torch.Tensor, depth: torch.Tensor, record: bool = False):
+        super().__init__()
+        self.register_buffer("logits", logits)
+        self.register_buffer("depth", depth)
+        self.record = record
+        self.seen: torch.Tensor | None = None
+
+    @classmethod
+    def random(cls, meta: CheckpointMeta, seed: int = 0) -> "FixedOutputs":
+        generator = torch.Generator().manual_seed(seed)
+        size = tuple(meta.input_size)
+        return cls(torch.randn(1, meta.num_classes, *size, generator=generator),
+                   torch.rand(1, 1, *size, generator=generator) * 40.0 + 1.0)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.record:
+            self.seen = x.detach().float().clone()
+        n = x.shape[0]
+        return {"semantic": self.logits.expand(n, -1, -1, -1), "depth": self.depth.expand(n, -1, -1, -1)}
+
+
+def opencv_path(meta: CheckpointMeta, outputs: FixedOutputs) -> Callable[[np.ndarray], tuple]:
+    """The Predictor's previous CPU path: OpenCV resizing and numpy unit conversion around the model."""
+    import cv2
+
+    height, width = meta.input_size
+    mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
+    inv_std = 1.0 / torch.tensor(meta.std).view(1, 3, 1, 1)
+
+    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(np.stack([small])).permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
+        x = ((x - mean) * inv_std).contiguous(memory_format=torch.channels_last)
+        out = outputs(x)
+        labels = out["semantic"].argmax(dim=1).to(torch.uint8)[0].numpy()
+        raw = out["depth"][:, 0].float()[0].numpy()
+        labels = cv2.resize(labels, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        raw = cv2.resize(raw, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        return labels, meta.depth.to_metres(raw)
+
+    return run
+
+
+def prepost_table(meta: CheckpointMeta, camera: tuple[int, int], warmup: int, iters: int) -> list[str]:
+    outputs = FixedOutputs.random(meta)
+    predictor = Predictor(outputs, meta, device="cpu", precision="fp32")
+    labels, depth = np.empty(camera, np.uint8), np.empty(camera, np.float32)
+    calls = {
+        "OpenCV/numpy (previous)": opencv_path(meta, outputs),
+        "torch path": predictor,
+        "torch path, out= buffers": lambda image: predictor(image, out=(labels, depth)),
+        "torch path, max_depth=80": lambda image: predictor(image, max_depth=80.0),
+    }
+    image = street_images(camera, 1, seed=5)[0]
+    times = time_interleaved(list(calls.values()), [image], warmup, iters)
+    base = statistics.median(times[0])
+    rows = [f"| pre+post at {camera[0]}x{camera[1]} -> {meta.input_size[0]}x{meta.input_size[1]} | p50 ms | "
+            "p95 ms | speed-up vs previous |", "|---|---|---|---|"]
+    for name, ms in zip(calls, times):
+        rows.append(f"| {name} | {percentile(ms, 50):.1f} | {percentile(ms, 95):.1f} | "
+                    f"{base / statistics.median(ms):.2f}x |")
+    return rows
+
+
+def machine_line(device: torch.device) -> str:
+    load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+    cuda = f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "no CUDA"
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cuda}, CPU AMX bf16: "
+            f"{'yes' if cpu_has_amx_bf16() else 'no'}, {os.cpu_count()} CPUs{load}; "
+            f"onnxruntime providers: {', '.join(onnxruntime_providers()) or 'not installed'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mtan_ros.inference.benchmark",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a trained checkpoint (default: random weights; see above)")
+    parser.add_argument("--data", help="dataset folder whose val split to score on (default: synthetic scenes)")
+    parser.add_argument("--images", type=int, default=32, help="validation images (default: 32)")
+    parser.add_argument("--size", type=parse_size, default=(128, 256), help="input size of the random model")
+    parser.add_argument("--width", type=float, default=1.0, help="channel width of the random model")
+    parser.add_argument("--classes", type=int, default=7, help="classes of the random model (7 or 19)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated (default: fp32,bf16 on CPUs; fp32,fp16,bf16 on CUDA)")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: torch,onnxruntime")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows (slow to build)")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    parser.add_argument("--camera", type=parse_size, default=(1024, 2048),
+                        help="camera size for the pre/post-processing table")
+    parser.add_argument("--no-prepost", action="store_true", help="skip the pre/post-processing table")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(args.backends) - set(BACKENDS))
+    if unknown:
+        raise ConfigError(f"--backends {','.join(unknown)}: choose from {', '.join(BACKENDS)}")
+    default_precisions = "fp32,fp16,bf16" if device.type == "cuda" else "fp32,bf16"
+    args.precisions = [p.strip() for p in (args.precisions or default_precisions).split(",") if p.strip()]
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        meta, model = ckpt.meta, build_model_from_checkpoint(ckpt, source=f"checkpoint '{args.checkpoint}'")
+        weights = f"checkpoint {args.checkpoint} (width {meta.model.width}, {meta.num_classes} classes)"
+    else:
+        meta = random_meta(args.size, args.width, args.classes)
+        model = calibrated_random_model(meta, street_images(meta.input_size, 8, seed=2))
+        weights = RANDOM_WEIGHTS_NOTE
+    samples, described = validation_set(meta, args.data, args.images)
+    print(machine_line(device))
+    print(f"model: {weights}; input {meta.input_size[0]}x{meta.input_size[1]}; validation: {len(samples)} images "
+          f"of {described}")
+    if device.type == "cpu" and not cpu_has_amx_bf16():
+        print("this CPU has no AMX: bf16 is expected to be slower than fp32 here (auto picks fp32)")
+    print()
+    print("\n".join(accuracy_table(args, model, meta, device, samples)))
+    if not args.no_prepost:
+        print()
+        print("\n".join(prepost_table(meta, args.camera, args.warmup, max(args.iters, 10))))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a trained checkpoint (default: calibrated random weights)")
-    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(128, 256), (256, 512)],
-                        help="model input sizes HEIGHTxWIDTH (ignored with --checkpoint)")
-    parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier (random model)")
-    parser.add_argument("--classes", type=int, default=7, help="number of classes (random model)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", help="fast path precision (auto|fp32|fp16|bf16)")
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column (slow to build)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    rows = []
-    if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint)
-        setups = [(ckpt.meta, build_model_from_checkpoint(ckpt), street_images(ckpt.meta.input_size, 4))]
-    else:
-        setups = []
-        for size in args.sizes:
-            meta = CheckpointMeta(
-                model=ModelSpec("mtan", {"semantic": args.classes, "depth": 1}, args.width),
-                class_names=[f"class{i}" for i in range(args.classes)],
-                class_colors=[(i, i, i) for i in range(args.classes)],
-                input_size=size,
-            )
-            images = street_images(size, 4, seed=1)
-            setups.append((meta, calibrated_random_model(meta, street_images(size, 8, seed=2)), images))
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
-    for meta, model, images in setups:
-        plain = Predictor(copy.deepcopy(model), meta, device="cpu" if args.device == "auto" and
-                          not torch.cuda.is_available() else args.device,
-                          precision="fp32", channels_last=False, fold_bn=False)
-        fast = [Predictor(copy.deepcopy(model), meta, device=args.device, precision=args.precision)]
-        if not args.no_compile:
-            fast.append(Predictor(copy.deepcopy(model), meta, device=args.device, precision=args.precision,
-                                  compile=True))
-        plain_ms, *fast_ms = time_interleaved([plain, *fast], images, args.warmup, args.iters)
-        height, width = meta.input_size
-        for predictor, times in zip(fast, fast_ms):
-            equal, depth_rel = agreement(plain, predictor, images)
-            path = f"{predictor.precision}, channels_last, folded BN" + (", compiled" if predictor.compiled else "")
-            rows.append((f"{height}x{width}", predictor.device, path, percentile(plain_ms, 50),
-                         percentile(plain_ms, 95), percentile(times, 50), percentile(times, 95),
-                         statistics.median(plain_ms) / statistics.median(times), equal, depth_rel))
-
-    header = ("input", "device", "fast path", "fp32 p50 ms", "fp32 p95 ms", "fast p50 ms", "fast p95 ms",
-              "speed-up", "equal labels", "median depth diff")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        size, device, path, p50, p95, f50, f95, ratio, equal, depth_rel = row
-        print(f"| {size} | {device} | {path} | {p50:.0f} | {p95:.0f} | "
-              f"{f50:.0f} | {f95:.0f} | {ratio:.2f}x | {equal * 100:.2f}% | {depth_rel * 100:.3f}% |")
-    return 0
+    args = build_parser().parse_args(argv)
+    return run_command("benchmark", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -1,36 +1,49 @@
 """Depth and semantic labels for camera images, without ROS.
 
-The Predictor owns everything between an RGB array and metric outputs:
-resizing to the checkpoint's input size, normalisation, device placement,
-reduced precision, and bringing results back to the input's size and to
-metres. The ROS node, the evaluator and the benchmarks all go through it, so
-what is measured is what is published.
+The Predictor owns everything between an RGB array and metric outputs, as one
+sequence of torch operations that runs unchanged on the CPU and on CUDA:
+
+    uint8 H x W x 3 -> tensor -> resize to the model's input (antialiased when
+    shrinking) -> [0, 1] -> backend (normalisation + model) -> argmax labels,
+    nearest upsampling; raw depth, bilinear upsampling -> metres through the
+    checkpoint's DepthEncoding -> NaN beyond max_depth -> numpy results.
+
+Only the transfers differ: on the CPU the input array is used in place and the
+results are written straight into the returned (or caller's) arrays; on CUDA
+the image goes up through pinned memory and the results come down once, with
+one synchronisation. The ROS node, the evaluator and the benchmarks all go
+through it, so what is measured is what is published.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from mtan_ros.depth_encoding import DepthEncoding
+from mtan_ros.inference.backends import BACKENDS, DTYPES, OnnxRuntimeBackend, TorchBackend
 from mtan_ros.inference.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
-from mtan_ros.inference.optimize import fold_batchnorm
+from mtan_ros.inference.export import inference_model
 
 LOG = logging.getLogger("mtan_ros.inference")
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Anything larger than this is a corrupt header rather than a camera.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+CPUINFO = "/proc/cpuinfo"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
 class Prediction:
-    """Outputs at the input image's size."""
+    """Outputs at the requested size (the input image's by default)."""
 
     labels: np.ndarray  # H x W uint8 class ids
     depth: np.ndarray   # H x W float32 metres, NaN where there is no estimate
@@ -59,34 +72,48 @@ def resolve_device(requested: str = "auto") -> torch.device:
     raise ValueError(f"device '{requested}' is not one of auto, cpu, cuda, cuda:N")
 
 
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels here (AVX512-BF16 or AMX)."""
+def read_cpu_flags(path: str | None = None) -> set[str]:
+    """The CPU feature flags the kernel reports in `path` (default CPUINFO); empty where it is unreadable."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        text = Path(path or CPUINFO).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True where the CPU has AMX bf16 tiles, the only CPUs on which bf16 inference was measured faster.
+
+    Not oneDNN's own bf16 check: it also says yes for AVX512-BF16 alone, where
+    bf16 convolutions ran at half the fp32 rate.
+    """
+    return "amx_bf16" in read_cpu_flags()
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: fp16 on CUDA, fp32 on CPUs.
+    """`auto`: fp16 on CUDA; on CPUs bf16 where there is AMX, else fp32.
 
-    bf16 is faster on CPUs with native bf16 kernels, but SegNet's max-unpooling
-    copies each activation to the position of its 2x2 maximum, and bf16
-    rounding turns near-ties into different positions: on our benchmark
-    models too many labels change (see the README's benchmark table), so bf16
-    on the CPU is an explicit choice, never the default.
+    Reduced precision was judged by the task metrics against fp32 (see
+    `python -m mtan_ros.inference.benchmark`): on trained models it moves mIoU
+    by hundredths of a point and depth error by about 1e-4, while label
+    agreement alone looks worse than it is (flips happen at near-ties).
     """
     requested = (requested or "auto").strip().lower()
     if requested not in PRECISIONS:
         raise ValueError(f"precision '{requested}' is not one of {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        return "fp16" if requested == "auto" else requested
+    amx = cpu_has_amx_bf16()
     if requested == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if device.type == "cpu" and requested == "fp16":
-        LOG.warning("fp16 is slow on CPUs; using bf16 instead" if cpu_supports_bf16()
-                    else "fp16 is slow on CPUs; using fp32 instead")
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    if device.type == "cpu" and requested == "bf16" and not cpu_supports_bf16():
-        LOG.warning("this CPU has no native bf16 support; bf16 will be emulated and slow")
+        return "bf16" if amx else "fp32"
+    if requested == "fp16":
+        LOG.warning("fp16 is slow on CPUs; using %s instead", "bf16" if amx else "fp32")
+        return "bf16" if amx else "fp32"
+    if requested == "bf16" and not amx:
+        LOG.warning("this CPU has no AMX: bf16 runs slower than fp32 here")
     return requested
 
 
@@ -106,54 +133,147 @@ def validate_image(image: object, name: str = "image") -> np.ndarray:
     return image
 
 
+def _check_size(size: object, name: str = "output_size") -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in size)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width), got {size!r}") from None
+    if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name} {height}x{width} is not a usable image size")
+    return height, width
+
+
+def _check_max_depth(max_depth: float | None) -> float | None:
+    if max_depth is None or max_depth == math.inf:
+        return None
+    if not (isinstance(max_depth, (int, float)) and max_depth > 0):
+        raise ValueError(f"max_depth must be a positive number of metres or None, got {max_depth!r}")
+    return float(max_depth)
+
+
+def _check_out(out: object, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The caller's (labels, depth) buffers, checked so that a wrong one fails here and not half-written."""
+    try:
+        labels, depth = out  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ValueError("out must be a pair (labels uint8 H x W, depth float32 H x W) of numpy arrays") from None
+    for array, dtype, what in ((labels, np.uint8, "labels"), (depth, np.float32, "depth")):
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != size:
+            got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+            raise ValueError(f"out {what} must be a {np.dtype(dtype)} array of shape {size}, got {got}")
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            raise ValueError(f"out {what} must be a writeable C-contiguous array")
+    return labels, depth
+
+
+def resize_labels(labels: torch.Tensor, out: torch.Tensor) -> None:
+    """N x 1 x h x w uint8 class ids into `out` (N x 1 x H x W), nearest neighbour with pixel centres aligned.
+
+    Centre-aligned ("nearest-exact") so that labels and the bilinear depth
+    line up at any scale.
+    """
+    if labels.shape[-2:] == out.shape[-2:]:
+        out.copy_(labels)
+    else:
+        torch.ops.aten._upsample_nearest_exact2d.out(labels, list(out.shape[-2:]), None, None, out=out)
+
+
+def resize_depth(depth: torch.Tensor, out: torch.Tensor) -> None:
+    """N x 1 x h x w float32 into `out` (N x 1 x H x W), bilinear with pixel centres aligned."""
+    if depth.shape[-2:] == out.shape[-2:]:
+        out.copy_(depth)
+    else:
+        torch.ops.aten.upsample_bilinear2d.out(depth, list(out.shape[-2:]), False, None, None, out=out)
+
+
+def depth_to_metres_(depth: torch.Tensor, low: torch.Tensor, encoding: DepthEncoding,
+                     max_depth: float | None = None) -> torch.Tensor:
+    """`encoding.to_metres(depth)` in place, then NaN beyond `max_depth`; `low` is what `depth` was upsampled from.
+
+    The same values as DepthEncoding.to_metres (NaN where the raw value is not
+    positive and finite; metres that overflow to infinity count as no estimate
+    too), in fewer passes over a camera-sized map: bilinear upsampling never
+    leaves the range of the samples it mixes, so the model-resolution map tells
+    whether any pixel can be invalid or beyond max_depth, and the
+    full-resolution comparison runs only when one can.
+    """
+    low_min, low_max, finite = (float(v) for v in torch.stack(
+        [low.amin(), low.amax(), torch.isfinite(low).all().to(low.dtype)]).tolist())
+    scale = float(encoding.scale)
+    if encoding.kind == "metric":
+        if scale != 1.0:
+            depth.mul_(scale)
+        farthest = low_max * scale
+    else:
+        torch.reciprocal(depth, out=depth).mul_(scale)  # what `scale / tensor` computes in torch
+        farthest = scale / low_min if low_min > 0 else math.inf
+    limit = _FLOAT32_MAX if max_depth is None else max_depth
+    all_valid = bool(finite) and low_min > 0
+    # A margin for the rounding of the interpolation weights.
+    all_near = max_depth is None or farthest <= max_depth * (1.0 - 1e-5)
+    if not (all_valid and all_near):
+        depth.masked_fill_(~((depth > 0) & (depth <= limit)), math.nan)
+    return depth
+
+
 class Predictor:
-    """A loaded model ready for images; see `from_checkpoint`."""
+    """A loaded model ready for images; see `from_checkpoint`.
+
+    Options (all keyword-only): `backend` "torch" or "onnxruntime";
+    `channels_last`, `fold_bn`, `compile` (torch.compile; slow to start) for
+    the torch backend; `pooling` "indices" or "masks" (identical outputs;
+    default masks for onnxruntime, which TensorRT needs); `onnx_path` an .onnx
+    file written by `mtan-export` for the onnxruntime backend (default: export
+    the checkpoint's model in memory); `providers` ONNX Runtime execution
+    providers (default: TensorRT, CUDA then CPU, as installed); `threads` ONNX
+    Runtime's intra-op threads (0: its default).
+    """
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: str | torch.device = "auto",
-                 precision: str = "auto", channels_last: bool | None = None, fold_bn: bool = True,
-                 compile: bool = False):
+                 precision: str = "auto", *, backend: str = "torch", channels_last: bool | None = None,
+                 fold_bn: bool = True, compile: bool = False, pooling: str | None = None,
+                 onnx_path: str | os.PathLike | None = None, providers: Sequence[str] | None = None,
+                 threads: int = 0):
         if "semantic" not in meta.model.tasks or "depth" not in meta.model.tasks:
             raise ValueError(f"the Predictor needs a model with 'semantic' and 'depth' tasks, this one has "
                              f"{sorted(meta.model.tasks)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
         self.meta = meta
         self._device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.precision = resolve_precision(precision, self._device)
-        self._dtype = _DTYPES[self.precision]
-        # channels_last helps oneDNN and cuDNN convolutions alike; measured in the benchmark.
-        self._channels_last = True if channels_last is None else bool(channels_last)
-        model = model.eval()
-        if fold_bn:
-            model = fold_batchnorm(model)
-        memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
-        self.model = model.to(device=self._device, dtype=self._dtype, memory_format=memory_format)
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-        self.input_height, self.input_width = meta.input_size
-        self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self._device).view(1, 3, 1, 1)
-        self._inv_std = (1.0 / torch.tensor(meta.std, dtype=torch.float32, device=self._device)).view(1, 3, 1, 1)
+        self._on_cuda = self._device.type == "cuda"
         self.class_names = list(meta.class_names)
         self.class_colors = np.asarray(meta.class_colors, dtype=np.uint8).reshape(-1, 3)
-        self._pinned: torch.Tensor | None = None
-        if self._device.type == "cuda":
+        requested = (precision or "auto").strip().lower()
+        if requested not in PRECISIONS:
+            raise ValueError(f"precision '{requested}' is not one of {', '.join(PRECISIONS)}")
+        if self._on_cuda:
             torch.backends.cudnn.benchmark = True
-        self._forward = self.model
-        self.compiled = bool(compile)
+        pooling = pooling or ("masks" if backend == "onnxruntime" else "indices")
+        if backend == "onnxruntime":
+            self._backend = self._onnxruntime(model, requested, fold_bn, pooling, onnx_path, providers, threads)
+        else:
+            wrapper = inference_model(model, meta, fold_bn=fold_bn, pooling=pooling)
+            self._backend = TorchBackend(wrapper, self._device, resolve_precision(requested, self._device),
+                                         channels_last=True if channels_last is None else bool(channels_last),
+                                         compile=compile)
+        self.backend = self._backend.name
+        self.precision = self._backend.precision
+        self.compiled = self._backend.compiled
+        # uint8 bilinear resizing has fast CPU kernels; CUDA has none for uint8 and resizes floats.
+        self._resize_uint8 = not self._on_cuda
         if self.compiled:
-            self._compile()
+            LOG.info("compiling the model for %s (this takes a while once)", self._device)
+            self.predict_batch([np.zeros((*self.input_size, 3), dtype=np.uint8)])
 
-    def _compile(self) -> None:
-        """torch.compile with weight freezing, compiled now so that the first frame is not slow.
-
-        On CPUs this saves another 10-25% of inference time (fused convolutions
-        with prepacked weights) at the cost of 20-60 s at start-up.
-        """
-        import torch._inductor.config as inductor_config
-
-        LOG.info("compiling the model for %s (this takes a while once)", self._device)
-        self._forward = torch.compile(self.model, dynamic=False)
-        example = np.zeros((self.input_height, self.input_width, 3), dtype=np.uint8)
-        with inductor_config.patch(freezing=True):
-            self.predict_batch([example])
+    def _onnxruntime(self, model, precision, fold_bn, pooling, onnx_path, providers, threads):
+        options = {"providers": providers, "threads": threads}
+        args = (self._device, precision, self.num_classes, tuple(self.meta.input_size))
+        if onnx_path is not None:
+            return OnnxRuntimeBackend(onnx_path, *args, **options)
+        wrapper = inference_model(model, self.meta, fold_bn=fold_bn, pooling=pooling)
+        LOG.info("exporting the model to ONNX for onnxruntime (mtan-export writes a file to reuse)")
+        return OnnxRuntimeBackend.from_wrapper(wrapper, *args, **options)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", precision: str = "auto",
@@ -168,89 +288,124 @@ class Predictor:
         return str(self._device)
 
     @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model runs at; pass it as output_size for outputs at the model's resolution."""
+        height, width = self.meta.input_size
+        return int(height), int(width)
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def __call__(self, image: np.ndarray) -> Prediction:
-        return self.predict_batch([image])[0]
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The PyTorch module the torch backend runs (None for onnxruntime and after close)."""
+        return getattr(self._backend, "model", None)
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Predict several images in one forward pass; sizes may differ."""
+    def __call__(self, image: np.ndarray, *, output_size: tuple[int, int] | None = None,
+                 max_depth: float | None = None,
+                 out: tuple[np.ndarray, np.ndarray] | None = None) -> Prediction:
+        """Labels and metric depth for one H x W x 3 uint8 RGB image.
+
+        output_size: (height, width) of the results; None = the image's size.
+        max_depth: metres beyond which depth becomes NaN; None = no limit.
+        out: (labels uint8, depth float32) arrays of the output size to write the results into
+        (e.g. views of outgoing message buffers); the returned Prediction holds these arrays.
+        """
+        image = validate_image(image)
+        size = image.shape[:2] if output_size is None else _check_size(output_size)
+        buffers = None if out is None else _check_out(out, tuple(size))
+        return self._run([image], [tuple(size)], _check_max_depth(max_depth), [buffers])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], *, output_size: tuple[int, int] | None = None,
+                      max_depth: float | None = None) -> list[Prediction]:
+        """Predict several images in one forward pass; sizes may differ (each result has its image's size)."""
         if len(images) == 0:
             return []
         images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
-        batch = self._upload([self._resize_input(img) for img in images])
-        with torch.inference_mode():
-            outputs = self._forward(self._normalise(batch))
-            raw_labels = outputs["semantic"].argmax(dim=1).to(torch.uint8)
-            raw_depth = outputs["depth"][:, 0].float()
-            sizes = [img.shape[:2] for img in images]
-            if self._device.type == "cuda":
-                return self._finish_on_gpu(raw_labels, raw_depth, sizes)
-            return [self._finish_on_cpu(raw_labels[i].numpy(), raw_depth[i].numpy(), size)
-                    for i, size in enumerate(sizes)]
+        sizes = [img.shape[:2] if output_size is None else _check_size(output_size) for img in images]
+        return self._run(images, [tuple(s) for s in sizes], _check_max_depth(max_depth), [None] * len(images))
 
     def close(self) -> None:
         """Release the model and, on CUDA, the cached GPU memory."""
-        on_cuda = self._device.type == "cuda"
-        self.model = None
-        self._forward = None
-        self._pinned = None
-        if on_cuda:
+        self._backend.close()
+        if self._on_cuda:
             torch.cuda.empty_cache()
 
-    def _resize_input(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
-        if (height, width) == (self.input_height, self.input_width):
-            return np.ascontiguousarray(image)
-        shrinking = height * width > self.input_height * self.input_width
-        return cv2.resize(image, (self.input_width, self.input_height),
-                          interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    # --- the one processing path -------------------------------------------------------------
+    def _run(self, images: list[np.ndarray], sizes: list[tuple[int, int]], max_depth: float | None,
+             outs: list) -> list[Prediction]:
+        with torch.inference_mode():
+            inputs = [self._resize_input(self._upload(image)) for image in images]
+            batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+            logits, raw_depth = self._backend(batch * (1.0 / 255.0))  # one pass: uint8 or float in, float32 out
+            # Class scores next to each other in memory: argmax over NCHW is ~15x slower on CPUs.
+            labels = logits.contiguous(memory_format=torch.channels_last).argmax(dim=1, keepdim=True)
+            labels = labels.to(torch.uint8)
+            raw_depth = raw_depth.float()
+            results = []
+            for index, (size, out) in enumerate(zip(sizes, outs)):
+                label_map, depth_map, host = self._destination(size, out)
+                resize_labels(labels[index:index + 1], label_map.view(1, 1, *size))
+                resize_depth(raw_depth[index:index + 1], depth_map.view(1, 1, *size))
+                depth_to_metres_(depth_map, raw_depth[index], self.meta.depth, max_depth)
+                results.append((label_map, depth_map, host))
+            return self._download(results)
 
-    def _upload(self, arrays: list[np.ndarray]) -> torch.Tensor:
-        """N x H x W x 3 uint8 on the device; through a reused pinned buffer on CUDA."""
-        if self._device.type != "cuda":
-            return torch.from_numpy(np.stack(arrays))
-        shape = (len(arrays), self.input_height, self.input_width, 3)
-        if self._pinned is None or self._pinned.shape[0] < len(arrays):
-            self._pinned = torch.empty(shape, dtype=torch.uint8).pin_memory()
-        host = self._pinned[: len(arrays)]
-        for index, array in enumerate(arrays):
-            host[index].copy_(torch.from_numpy(array))
-        return host.to(self._device, non_blocking=True)
+    def _resize_input(self, image: torch.Tensor) -> torch.Tensor:
+        """1 x 3 x H x W uint8 to the model's input size: bilinear, antialiased when shrinking."""
+        height, width = image.shape[-2:]
+        target = self.input_size
+        if (height, width) == target:
+            return image
+        if not self._resize_uint8:
+            image = image.float()
+        shrinking = height > target[0] or width > target[1]
+        return F.interpolate(image, size=target, mode="bilinear", align_corners=False, antialias=shrinking)
 
-    def _normalise(self, batch_nhwc: torch.Tensor) -> torch.Tensor:
-        # Permuting NHWC to NCHW gives a channels_last tensor without a copy.
-        x = batch_nhwc.permute(0, 3, 1, 2).float().mul_(1.0 / 255.0)
-        x = (x - self._mean) * self._inv_std
-        memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
-        return x.to(dtype=self._dtype, memory_format=memory_format)
+    # --- transfers: the only place where CPU and CUDA differ -----------------------------------
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        """H x W x 3 uint8 as a 1 x 3 x H x W (channels_last) tensor on the device.
 
-    def _finish_on_cpu(self, labels: np.ndarray, raw_depth: np.ndarray, size: tuple[int, int]) -> Prediction:
-        height, width = size
-        if labels.shape != (height, width):
-            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-            raw_depth = cv2.resize(raw_depth, (width, height), interpolation=cv2.INTER_LINEAR)
-        depth = self.meta.depth.to_metres(raw_depth)
-        return Prediction(labels=np.ascontiguousarray(labels), depth=depth)
+        CPU: a view of the array, no copy. CUDA: through pinned memory (from
+        torch's caching host allocator, which keeps a buffer until its copy is
+        done), uploaded without blocking.
+        """
+        if not image.flags.c_contiguous:
+            image = np.ascontiguousarray(image)
+        host = torch.from_numpy(image)
+        if self._on_cuda:
+            pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
+            pinned.copy_(host)
+            host = pinned.to(self._device, non_blocking=True)
+        return host.permute(2, 0, 1).unsqueeze(0)
 
-    def _finish_on_gpu(self, labels: torch.Tensor, raw_depth: torch.Tensor,
-                       sizes: list[tuple[int, int]]) -> list[Prediction]:
-        """Resize and convert on the GPU, then one synchronisation for all downloads."""
-        import torch.nn.functional as F
+    def _destination(self, size: tuple[int, int], out: tuple[np.ndarray, np.ndarray] | None):
+        """Tensors the results are computed into, and the numpy arrays they end up in.
 
-        pending = []
-        for index, (height, width) in enumerate(sizes):
-            lab, dep = labels[index : index + 1], raw_depth[index : index + 1]
-            if lab.shape[-2:] != (height, width):
-                lab = F.interpolate(lab[:, None], size=(height, width), mode="nearest")[:, 0]
-                dep = F.interpolate(dep[:, None], size=(height, width), mode="bilinear",
-                                    align_corners=False)[:, 0]
-            metres = self.meta.depth.to_metres(dep)
-            host_labels = torch.empty((height, width), dtype=torch.uint8, pin_memory=True)
-            host_depth = torch.empty((height, width), dtype=torch.float32, pin_memory=True)
-            host_labels.copy_(lab[0], non_blocking=True)
-            host_depth.copy_(metres[0], non_blocking=True)
-            pending.append((host_labels, host_depth))
-        torch.cuda.current_stream(self._device).synchronize()
-        return [Prediction(labels=lab.numpy(), depth=dep.numpy()) for lab, dep in pending]
+        CPU: views of the numpy arrays themselves (the caller's `out`, or new
+        ones). CUDA: device tensors, and host arrays (the caller's, or pinned
+        ones) that `_download` fills.
+        """
+        if self._on_cuda and out is None:
+            out = (torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy(),
+                   torch.empty(size, dtype=torch.float32, pin_memory=True).numpy())
+        elif out is None:
+            out = (np.empty(size, np.uint8), np.empty(size, np.float32))
+        if not self._on_cuda:
+            return torch.from_numpy(out[0]), torch.from_numpy(out[1]), out
+        return (torch.empty(size, dtype=torch.uint8, device=self._device),
+                torch.empty(size, dtype=torch.float32, device=self._device), out)
+
+    def _download(self, results: list) -> list[Prediction]:
+        if self._on_cuda:
+            for label_map, depth_map, (labels, depth) in results:
+                torch.from_numpy(labels).copy_(label_map, non_blocking=True)
+                torch.from_numpy(depth).copy_(depth_map, non_blocking=True)
+            torch.cuda.current_stream(self._device).synchronize()
+        return [Prediction(labels=labels, depth=depth) for _, _, (labels, depth) in results]
+
+
+__all__ = ["BACKENDS", "DTYPES", "PRECISIONS", "Prediction", "Predictor", "cpu_has_amx_bf16", "depth_to_metres_",
+           "read_cpu_flags", "resize_depth", "resize_labels", "resolve_device", "resolve_precision",
+           "validate_image"]

@@ -6,7 +6,7 @@ outputs.
 """
 
 from .baselines import SegNetSingle, SegNetSplit
-from .blocks import INPUT_MULTIPLE
+from .blocks import INPUT_MULTIPLE, POOLINGS, set_pooling
 from .factory import ARCHITECTURES, build_model
 from .official import load_official_state_dict
 from .segnet_mtan import SegNetMTAN
@@ -14,9 +14,11 @@ from .segnet_mtan import SegNetMTAN
 __all__ = [
     "ARCHITECTURES",
     "INPUT_MULTIPLE",
+    "POOLINGS",
     "SegNetMTAN",
     "SegNetSingle",
     "SegNetSplit",
     "build_model",
     "load_official_state_dict",
+    "set_pooling",
 ]

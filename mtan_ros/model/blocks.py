@@ -95,6 +95,64 @@ class TaskHead(nn.Sequential):
         self.output = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
 
+class IndexPooling(nn.Module):
+    """SegNet's 2x2 max-pooling that remembers where each maximum was, as flat indices, and its unpooling."""
+
+    kind = "indices"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.max_pool2d(x, kernel_size=2, stride=2, return_indices=True)
+
+    def unpool(self, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        return F.max_unpool2d(x, where, kernel_size=2, stride=2)
+
+
+class MaskPooling(nn.Module):
+    """The same pooling with the positions as 2x2 one-hot masks instead of indices.
+
+    Outputs are bitwise equal to IndexPooling's (ties go to the first maximum in
+    raster order, as max_pool2d picks it), but the graph uses only reshapes,
+    comparisons and selects, so it exports to runtimes that have no pooling
+    indices (TensorRT) and runs faster in those whose indexed kernels are slow.
+    """
+
+    kind = "masks"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = x.shape
+        windows = F.pixel_unshuffle(x, 2).reshape(n, c, 4, h // 2, w // 2)  # (0,0), (0,1), (1,0), (1,1)
+        pooled = windows.amax(dim=2)
+        hits = windows == pooled.unsqueeze(2)
+        taken = hits[:, :, 0]
+        firsts = [taken]
+        for k in range(1, 4):
+            firsts.append(hits[:, :, k] & ~taken)
+            taken = taken | hits[:, :, k]
+        return pooled, torch.stack(firsts, dim=2)
+
+    def unpool(self, x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        spread = torch.where(where, x.unsqueeze(2), torch.zeros((), dtype=x.dtype, device=x.device))
+        return F.pixel_shuffle(spread.reshape(n, c * 4, h, w), 2)
+
+
+POOLINGS: dict[str, type[nn.Module]] = {"indices": IndexPooling, "masks": MaskPooling}
+
+
+def set_pooling(model: nn.Module, kind: str) -> nn.Module:
+    """Switch every SegNet backbone in `model` to `kind` pooling ("indices" or "masks"); returns `model`.
+
+    Weights are untouched (the pooling modules have none), so this is an
+    inference-time choice: "masks" for ONNX graphs meant for TensorRT.
+    """
+    if kind not in POOLINGS:
+        raise ValueError(f"pooling {kind!r} is not one of {', '.join(POOLINGS)}")
+    for module in model.modules():
+        if isinstance(module, SegNetBackbone):
+            module.pool = POOLINGS[kind]()
+    return model
+
+
 class SegNetFeatures(NamedTuple):
     """Intermediate maps of the shared SegNet, one entry per stage.
 
@@ -132,6 +190,7 @@ class SegNetBackbone(nn.Module):
         self.decoder = nn.ModuleList(
             ConvStage(channels[s], channels[max(s - 1, 0)], convs[s]) for s in reversed(range(n))
         )
+        self.pool: nn.Module = IndexPooling()
 
     def features(self, x: torch.Tensor) -> SegNetFeatures:
         encoder_first, encoder_out, indices = [], [], []
@@ -139,11 +198,11 @@ class SegNetBackbone(nn.Module):
             first, out = stage(x)
             encoder_first.append(first)
             encoder_out.append(out)
-            x, idx = F.max_pool2d(out, kernel_size=2, stride=2, return_indices=True)
-            indices.append(idx)
+            x, where = self.pool(out)
+            indices.append(where)
         decoder_in, decoder_out = [], []
         for stage, idx in zip(self.decoder, reversed(indices)):
-            x = F.max_unpool2d(x, idx, kernel_size=2, stride=2)
+            x = self.pool.unpool(x, idx)
             decoder_in.append(x)
             _, x = stage(x)
             decoder_out.append(x)
