@@ -2,14 +2,19 @@
 
 Why a module of its own: importing a node module takes seconds (rclpy, torch, OpenCV). A
 Ctrl-C or SIGTERM in that time, e.g. from `ros2 launch` shutting down because another
-process failed, used to print a KeyboardInterrupt traceback from the middle of an import.
+process failed, used to print a KeyboardInterrupt traceback from the middle of an import
+(and a KeyboardInterrupt inside a C extension's import can even surface as an ImportError).
 These entry points install the signal handling first, with nothing but the standard
 library imported, and only then import the node and call its `main()`:
 
-- perception_node, bag_player: SIGTERM behaves like Ctrl-C (KeyboardInterrupt), and a
-  KeyboardInterrupt anywhere, import included, ends the program quietly with code 0;
-- evaluator: both signals are only recorded (`StopSignals`); the evaluator notices them
-  once it has started and still writes its report.
+- while the node module is imported, SIGINT / SIGTERM are only recorded (`StopSignals`);
+- perception_node, bag_player: a signal that came during the import ends the program at
+  once with code 0. Later ones are rclpy's: it shuts the node's context down and main()
+  ends; an error that this causes while the node is still being built ends it quietly
+  with 0 too (before rclpy has installed its handlers a signal raises KeyboardInterrupt,
+  which ends it the same way);
+- evaluator: signals stay recorded; it notices them once it has started and still
+  writes its report.
 
 `python -m mtan_ros.ros.executables NAME [--ros-args ...]` runs entry NAME the same way.
 """
@@ -35,11 +40,13 @@ class StopSignals:
     """Records SIGINT / SIGTERM instead of raising in the middle of whatever runs.
 
     For programs that must finish their work properly when asked to stop (the evaluator
-    writes its report): they check `received` where it is safe to stop.
+    writes its report): they check `received` where it is safe to stop. With `raise_when`
+    set, a signal also raises KeyboardInterrupt whenever raise_when() is true.
     """
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.raise_when: Optional[Callable[[], bool]] = None
         self._previous: dict[int, Any] = {}
 
     @classmethod
@@ -54,6 +61,8 @@ class StopSignals:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.received is None:
             self.received = signum
+        if self.raise_when is not None and self.raise_when():
+            raise KeyboardInterrupt
 
     def describe(self) -> str:
         """The signal in words, e.g. "interrupted (SIGINT)"; "" when none was received."""
@@ -68,23 +77,31 @@ class StopSignals:
         self._previous = {}
 
 
-def _terminate_like_ctrl_c(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _rclpy_does_not_handle_signals() -> bool:
+    """True until rclpy.init() has installed rclpy's handlers (they shut the context down)."""
+    signals = sys.modules.get("rclpy.signals")
+    if signals is None:
+        return True
+    return signals.get_current_signal_handlers_options() == signals.SignalHandlerOptions.NO
 
 
 def run_quietly(module_name: str) -> int:
     """Import `module_name` and run its main(); Ctrl-C / SIGTERM at any point end it with 0, no traceback."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-                    signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)}
+    stop = StopSignals.install()
     try:
-        return importlib.import_module(module_name).main()
+        module = importlib.import_module(module_name)
+        if stop.received is not None:
+            return 0
+        stop.raise_when = _rclpy_does_not_handle_signals
+        return module.main()
     except KeyboardInterrupt:
         return 0
+    except Exception:
+        if stop.received is not None:  # e.g. RCLError: the context was shut down under a node being built
+            return 0
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.restore()
 
 
 def run_reporting(module_name: str) -> int:
