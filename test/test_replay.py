@@ -230,8 +230,11 @@ def _asks_for_state(ros: RosSession, target: str) -> bool:
 def test_the_player_plays_only_once_the_node_is_active(ros, bag, topics):
     from sensor_msgs.msg import Image
 
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
     managed = _Managed(ros, f"{ros.namespace}/gate")
-    collector = Collector(ros, {topics.image: Image})
+    # Deep enough for the whole bag: rate 0 sends the 6 frames in one burst.
+    collector = Collector(ros, {topics.image: Image}, qos=QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     args = ["--ros-args", "-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "wait_timeout:=120.0",
             "-p", "start_delay:=0.5", "-p", f"wait_for_nodes:=['{managed.fqn}']"]
     try:
