@@ -18,7 +18,7 @@ from mtan_ros.ros.lifecycle_client import LifecycleWatcher, split_fqn, wait_for_
 
 @pytest.fixture(scope="module")
 def ros():
-    with RosSession("test_ros_lifecycle") as session:
+    with RosSession("test_lifecycle_client") as session:
         yield session
 
 
