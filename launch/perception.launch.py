@@ -1,25 +1,29 @@
-"""Start the mtan_ros perception node (and RViz with rviz:=true).
+"""Start the mtan_ros perception node, a managed (lifecycle) node (and RViz with rviz:=true).
 
   ros2 launch mtan_ros perception.launch.py model_path:=/path/to/best.pt image:=/camera/image_raw
 
 Parameter defaults live in config/perception.yaml only. model_path, device,
-precision and compressed override that file when given; left empty they keep the
-file's values. One camera per include: give each its own namespace (see README).
+precision, compressed and autostart override that file when given; left empty they
+keep the file's values. With autostart (the file's default) the node configures
+and activates itself; with autostart:=false it waits for `ros2 lifecycle set
+<node> configure` / `activate` or a lifecycle manager. One camera per include: give
+each its own namespace (see README). Unless you configured Fast DDS yourself, the
+node uses the package's shared-memory profile (config/fastdds_shm.xml).
 """
+import shutil
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "mtan_ros"
+TRUE = ("true", "1", "yes", "on")
 # Launch argument -> node parameter, passed only when the argument is not empty.
 OVERRIDES = {"model_path": "model_path", "device": "device", "precision": "precision",
-             "compressed": "compressed_input"}
-# Set by the user: Fast DDS is theirs to configure (see config/fastdds_shm.xml).
-USER_TRANSPORT_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                            "FASTDDS_BUILTIN_TRANSPORTS")
+             "compressed": "compressed_input", "autostart": "autostart"}
+BOOLEAN_ARGUMENTS = ("compressed", "autostart")
 
 
 def share(*parts):
@@ -27,10 +31,10 @@ def share(*parts):
 
 
 def large_image_transport(context):
-    """Shared memory big enough for 2 Mpx images, unless the user configured Fast DDS already."""
-    if any(context.environment.get(name) for name in USER_TRANSPORT_VARIABLES):
-        return []
-    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", share("config", "fastdds_shm.xml"))]
+    """The package's shared-memory profile for the node (and RViz), unless the user configured Fast DDS."""
+    from mtan_ros.ros.transport import large_image_env
+
+    return [SetEnvironmentVariable(name, value) for name, value in large_image_env(context.environment).items()]
 
 
 def perception_node(context):
@@ -38,10 +42,10 @@ def perception_node(context):
     for argument, parameter in OVERRIDES.items():
         value = LaunchConfiguration(argument).perform(context).strip()
         if value:
-            overrides[parameter] = value.lower() in ("true", "1", "yes") if argument == "compressed" else value
-    overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")
+            overrides[parameter] = value.lower() in TRUE if argument in BOOLEAN_ARGUMENTS else value
+    overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context).lower() in TRUE
     image = LaunchConfiguration("image").perform(context)
-    return [Node(
+    return [LifecycleNode(
         package=PACKAGE,
         executable="perception_node",
         name="perception_node",
@@ -52,6 +56,33 @@ def perception_node(context):
         output="screen",
         emulate_tty=True,
     )]
+
+
+def rviz(context):
+    """RViz2 with the package's view, or a clear line when it is not installed (the node keeps running)."""
+    if LaunchConfiguration("rviz").perform(context).strip().lower() not in TRUE:
+        return []
+    if not _package_installed("rviz2"):
+        return [LogInfo(msg="[ERROR] rviz:=true, but rviz2 is not installed here (install ros-$ROS_DISTRO-rviz2, "
+                            "or open RViz on another machine of the same ROS domain); the perception node runs "
+                            "without it")]
+    return [Node(
+        package="rviz2",
+        executable="rviz2",
+        namespace=LaunchConfiguration("namespace"),
+        arguments=["-d", share("config", "mtan_ros.rviz")],
+        parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in TRUE}],
+    )]
+
+
+def _package_installed(name):
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        get_package_prefix(name)
+    except Exception:  # PackageNotFoundError, or no ament index at all
+        return shutil.which(name) is not None
+    return True
 
 
 def generate_launch_description():
@@ -66,18 +97,13 @@ def generate_launch_description():
         ("namespace", "", "Namespace of the node and its outputs; one per camera"),
         ("use_sim_time", "false", "Use /clock, e.g. when replaying a rosbag"),
         ("compressed", "", "true: subscribe to <image>/compressed (JPEG/PNG); empty: params_file's value"),
+        ("autostart", "", "false: the node waits for `ros2 lifecycle set` or a lifecycle manager; "
+                          "empty: params_file's value (true)"),
         ("rviz", "false", "Start RViz2 with config/mtan_ros.rviz"),
     ]
     return LaunchDescription([
         *[DeclareLaunchArgument(name, default_value=default, description=text) for name, default, text in arguments],
         OpaqueFunction(function=large_image_transport),
         OpaqueFunction(function=perception_node),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            namespace=LaunchConfiguration("namespace"),
-            arguments=["-d", share("config", "mtan_ros.rviz")],
-            parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
-            condition=IfCondition(LaunchConfiguration("rviz")),
-        ),
+        OpaqueFunction(function=rviz),
     ])

@@ -121,11 +121,40 @@ class RosSession:
         return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)) % 1_000_000_000)
 
 
+def lifecycle_state(session: RosSession, node_fqn: str, timeout: float = 10.0) -> str:
+    """The current lifecycle state label of `node_fqn` (through its get_state service)."""
+    from lifecycle_msgs.srv import GetState
+
+    client = session.node.create_client(GetState, f"{node_fqn}/get_state")
+    try:
+        session.wait_for(client.service_is_ready, timeout, f"{node_fqn}/get_state")
+        future = client.call_async(GetState.Request())
+        session.wait_for(future.done, timeout, f"{node_fqn}/get_state reply")
+        return future.result().current_state.label
+    finally:
+        session.node.destroy_client(client)
+
+
+def change_state(session: RosSession, node_fqn: str, transition: str, timeout: float = 120.0) -> bool:
+    """Ask `node_fqn` for a lifecycle transition by label (configure, activate, ...); True on success."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = session.node.create_client(ChangeState, f"{node_fqn}/change_state")
+    try:
+        session.wait_for(client.service_is_ready, 20.0, f"{node_fqn}/change_state")
+        future = client.call_async(ChangeState.Request(transition=Transition(label=transition)))
+        session.wait_for(future.done, timeout, f"{node_fqn} {transition}")
+        return bool(future.result().success)
+    finally:
+        session.node.destroy_client(client)
+
+
 class NodeProcess:
     """A node started as a subprocess (python -m MODULE ARGS); killed on exit whatever happens."""
 
     def __init__(self, session: RosSession, args: list[str], module: str = "mtan_ros.ros.perception_node",
-                 namespace: str | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 namespace: str | None = None, extra_env: dict[str, str | None] | None = None) -> None:
         self.session = session
         self.namespace = session.namespace if namespace is None else namespace
         self.log_path = Path(session.log_dir) / f"{module.rsplit('.', 1)[-1]}_{time.monotonic_ns()}.log"
@@ -134,7 +163,12 @@ class NodeProcess:
             ros_args.append("--ros-args")
         ros_args += ["-r", f"__ns:={self.namespace}"]
         self.command = [sys.executable, "-m", module, *ros_args]
-        self.env = dict(session.env, **(extra_env or {}))
+        self.env = dict(session.env)
+        for key, value in (extra_env or {}).items():  # None removes a variable
+            if value is None:
+                self.env.pop(key, None)
+            else:
+                self.env[key] = value
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -170,6 +204,27 @@ class NodeProcess:
                 raise AssertionError(f"node exited with {self.proc.returncode} before printing {text!r}:\n{out}")
             time.sleep(0.05)
         raise TimeoutError(f"node did not print {text!r} within {timeout:.0f} s:\n{self.output()}")
+
+    @property
+    def fqn(self) -> str:
+        """Fully qualified name of the perception node in this process."""
+        return f"{self.namespace}/perception_node"
+
+    def wait_until_state(self, label: str = "active", timeout: float = 120.0) -> None:
+        """Block until the node reports lifecycle state `label` (or its process exits)."""
+        end = time.monotonic() + timeout
+        state = "unknown"
+        while time.monotonic() < end:
+            if not self.alive():
+                raise AssertionError(f"node exited with {self.proc.returncode} in state {state}:\n{self.output()}")
+            try:
+                state = lifecycle_state(self.session, self.fqn, timeout=5.0)
+            except TimeoutError:
+                continue
+            if state == label:
+                return
+            self.session.spin_for(0.2)
+        raise TimeoutError(f"node still {state!r}, not {label!r}, after {timeout:.0f} s:\n{self.output()}")
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
@@ -347,3 +402,34 @@ def make_random_checkpoint(out: str | os.PathLike, *, width: float, input_size: 
     from conftest import make_checkpoint
 
     return str(make_checkpoint(out, width=width, input_size=input_size, num_classes=num_classes, seed=seed))
+
+
+class DiagnosticsWatch:
+    """The latest /diagnostics status of one perception node (its values as a dict)."""
+
+    def __init__(self, session: RosSession, node_fqn: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.session = session
+        self.name = f"{node_fqn}: perception"
+        self.status: Any = None
+        self.values: dict[str, str] = {}
+        self.sub = session.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name == self.name:
+                self.status = status
+                self.values = {kv.key: kv.value for kv in status.values}
+
+    def wait(self, predicate: Callable[[dict[str, str]], Any], timeout: float = 30.0, what: str = "") -> dict[str, str]:
+        """Spin until the latest values satisfy `predicate`; returns them."""
+        self.session.wait_for(lambda: self.values and predicate(self.values), timeout,
+                              what or f"diagnostics of {self.name}")
+        return self.values
+
+    def count(self, key: str) -> int:
+        return int(self.values.get(key, 0))
+
+    def destroy(self) -> None:
+        self.session.node.destroy_subscription(self.sub)

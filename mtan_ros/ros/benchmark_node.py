@@ -1,24 +1,28 @@
-"""How much latency the ROS node adds on top of the bare Predictor, measured in one run.
+"""What a camera costs the perception node beyond the model, against the bare transport floor, in one run.
 
-    python -m mtan_ros.ros.benchmark_node [--checkpoint best.pt] [--sizes 256x512,1024x2048]
+    python -m mtan_ros.ros.benchmark_node [--sizes 480x640,1024x2048] [--output-resolution camera,model]
+        [--checkpoint best.pt] [--device cpu|cuda] [--frames 20] [--threads 0] [--json results.json]
 
-For each camera size it measures, on this machine and in this run:
-  predictor  the Predictor called directly on an RGB array (median of --frames calls);
-  end-to-end a camera image published from this process until the node's `depth` for it
-             arrives back here (the node runs as a separate process, DDS in between, one
-             frame at a time so that nothing queues);
-  added      end-to-end minus predictor: conversion, copies, serialisation, transport.
-The two are interleaved frame by frame (Predictor call, then one node round trip), so
-both see the same machine load. The node's own /diagnostics (inference, receive to
-publish) are printed too: their difference is the node's work outside the model.
-Without --checkpoint a random-weight full-width MTAN (7 classes, 128x256 input, the
-paper's Cityscapes setting) is written to a temporary folder: latency does not depend
-on the weights. Fast DDS gets the package's shared-memory profile unless you configured
-Fast DDS yourself (see config/fastdds_shm.xml).
+Three processes talk over DDS, all on the package's Fast DDS shared-memory profile
+(unless you configured Fast DDS yourself): this client, the perception node, and an
+echo — a bare rclpy process that answers each image with a 32FC1 image of the size
+the node would publish, and does nothing else. For every camera size and output
+resolution the client sends one frame at a time (nothing queues) and measures, frame
+by frame interleaved so that both see the same machine load:
+  node  publish here -> the node's `depth` for that frame back here;
+  floor publish here -> the echo's answer of the same size back here.
+Both are also measured for frames already at the model's input size; subtracting
+those leaves what the camera's resolution itself costs (`node cost`, `floor cost`),
+with the model's time cancelled out. `node - floor` is what the node adds beyond
+moving the messages. The node's own /diagnostics give its inference time, and a bare
+Predictor in this process (same threads) gives the model alone.
+Without --checkpoint a random-weight MTAN (width --width, 7 classes, 128x256 input)
+is used: latency does not depend on the weights.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -26,10 +30,240 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
+
+ECHO_NODE = "benchmark_echo"
+
+
+# ---------------------------------------------------------------------------- the echo process
+
+def echo_main(argv: Optional[list[str]] = None) -> int:
+    """A bare rclpy process: answers every image_raw with a 32FC1 `answer` of the size its frame_id asks for.
+
+    frame_id "reply:HxW" asks for an H x W answer; anything else for the input's size.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import Image
+
+    from mtan_ros.ros import qos
+    from mtan_ros.ros.image_conversion import new_image_msg
+
+    rclpy.init(args=argv)
+    node = rclpy.create_node(ECHO_NODE)
+    replies: dict[tuple[int, int], Any] = {}
+    answer_pub = node.create_publisher(Image, "answer", qos.output_qos())
+
+    def on_image(msg: Image) -> None:
+        size = (msg.height, msg.width)
+        if msg.header.frame_id.startswith("reply:"):
+            height, width = msg.header.frame_id[len("reply:"):].split("x")
+            size = (int(height), int(width))
+        if size not in replies:
+            replies[size] = new_image_msg(None, size[0], size[1], "32FC1")[0]
+        reply = replies[size]
+        reply.header = msg.header
+        answer_pub.publish(reply)
+
+    node.create_subscription(Image, "image_raw", on_image, qos.input_qos(qos.RELIABLE))
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# ---------------------------------------------------------------------------- the client
+
+def _scene(height: int, width: int) -> np.ndarray:
+    from mtan_ros.ros.synthetic_camera import street_frame
+
+    return street_frame(height, width, seed=0)
+
+
+def random_checkpoint(folder: Path, width: float) -> str:
+    import torch
+
+    from mtan_ros.data.classes import CITYSCAPES_7
+    from mtan_ros.depth_encoding import METRIC
+    from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+    from mtan_ros.model import build_model
+
+    torch.manual_seed(0)
+    tasks = {"semantic": 7, "depth": 1}
+    model = build_model("mtan", tasks, width).eval()
+    meta = CheckpointMeta(model=ModelSpec(arch="mtan", tasks=tasks, width=width),
+                          class_names=list(CITYSCAPES_7.names), class_colors=[tuple(c) for c in CITYSCAPES_7.colors],
+                          input_size=(128, 256), depth=METRIC, info={"note": "random weights for benchmark_node"})
+    return str(save_checkpoint(folder / "benchmark_mtan.pt", model.state_dict(), meta))
+
+
+class ChildProcess:
+    """A child process in its own process group, stopped with Ctrl-C (then SIGKILL)."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="mtan_benchmark_", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+class _Client:
+    """This process's rclpy node: publishes frames to the node and the echo and times their answers."""
+
+    def __init__(self, node_ns: str, echo_ns: str) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image
+
+        from mtan_ros.ros import qos
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("mtan_benchmark_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.arrived: dict[tuple[int, int], float] = {}
+        self.diagnostics: dict[str, str] = {}
+        self._diagnostics_name = f"{node_ns}/perception_node: perception"
+        out_qos = qos.image_output_qos_for_subscribers()
+        self.to_node = self.node.create_publisher(Image, f"{node_ns}/image_raw", 10)
+        self.to_echo = self.node.create_publisher(Image, f"{echo_ns}/image_raw", 10)
+        self.subs = [self.node.create_subscription(Image, f"{node_ns}/depth", self._on_answer, out_qos),
+                     self.node.create_subscription(Image, f"{echo_ns}/answer", self._on_answer, out_qos)]
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._stamp_ns = 1_000_000_000
+
+    def _on_answer(self, msg: Any) -> None:
+        self.arrived.setdefault((msg.header.stamp.sec, msg.header.stamp.nanosec), time.perf_counter())
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name == self._diagnostics_name:
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def wait_connected(self, processes: list[ChildProcess], timeout: float = 300.0) -> None:
+        end = time.monotonic() + timeout
+        while not (self.to_node.get_subscription_count() and self.to_echo.get_subscription_count()
+                   and all(sub.get_publisher_count() for sub in self.subs)):
+            dead = [p for p in processes if not p.alive()]
+            if dead or time.monotonic() > end:
+                raise RuntimeError("a benchmark process did not start:\n" + "\n".join(p.output() for p in processes))
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def round_trip(self, publisher: Any, msg: Any, timeout: float = 60.0) -> float:
+        """ms from publishing `msg` to its answer arriving; a frame that gets no answer is sent again."""
+        for _ in range(5):
+            self._stamp_ns += 1_000_000
+            key = (self._stamp_ns // 1_000_000_000, self._stamp_ns % 1_000_000_000)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = key
+            sent = time.perf_counter()
+            publisher.publish(msg)
+            while key not in self.arrived and time.perf_counter() < sent + timeout:
+                self.executor.spin_once(timeout_sec=0.5)  # wakes on arrival; the time is taken in the callback
+            if key in self.arrived:
+                return (self.arrived.pop(key) - sent) * 1e3
+        raise RuntimeError(f"no answer to a {msg.width}x{msg.height} frame after 5 tries")
+
+    def set_node_parameter(self, node_fqn: str, name: str, value: Any) -> None:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f"{node_fqn}/set_parameters")
+        client.wait_for_service(timeout_sec=30)
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
+        while not future.done():
+            self.executor.spin_once(timeout_sec=0.1)
+        if not future.result().results[0].successful:
+            raise RuntimeError(f"cannot set {name}: {future.result().results[0].reason}")
+        self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def _image(height: int, width: int, reply: Optional[tuple[int, int]]) -> Any:
+    from mtan_ros.ros.image_conversion import array_to_image_msg
+
+    msg = array_to_image_msg(_scene(height, width), "rgb8")
+    msg.header.frame_id = f"reply:{reply[0]}x{reply[1]}" if reply else "camera_optical_frame"
+    return msg
+
+
+def measure(client: _Client, node_fqn: str, sizes: list[tuple[int, int]], resolutions: list[str],
+            model_size: tuple[int, int], frames: int, predictor: Any) -> list[dict[str, Any]]:
+    """Node, floor and bare Predictor, interleaved frame by frame; medians per (size, resolution)."""
+    rows = []
+    for resolution in resolutions:
+        client.set_node_parameter(node_fqn, "output_resolution", resolution)
+        reference: dict[str, float] = {}
+        for size in [model_size, *sizes]:
+            reply = size if resolution == "camera" else model_size
+            node_msg, echo_msg = _image(*size, None), _image(*size, reply)
+            image = _scene(*size)
+            node_ms, floor_ms, bare_ms = [], [], []
+            for index in range(frames + 3):  # the first 3 warm caches and allocators
+                start = time.perf_counter()
+                predictor(image)
+                bare = (time.perf_counter() - start) * 1e3
+                node = client.round_trip(client.to_node, node_msg)
+                floor = client.round_trip(client.to_echo, echo_msg)
+                if index >= 3:
+                    node_ms.append(node)
+                    floor_ms.append(floor)
+                    bare_ms.append(bare)
+            row = {"camera": f"{size[0]}x{size[1]}", "output_resolution": resolution,
+                   "node_ms": statistics.median(node_ms), "floor_ms": statistics.median(floor_ms),
+                   "predictor_ms": statistics.median(bare_ms),
+                   "node_inference_ms": float(client.diagnostics.get("inference_ms_p50", "nan"))}
+            if size == model_size:
+                reference = row
+                if size not in sizes:
+                    continue
+            row["node_cost_ms"] = row["node_ms"] - reference["node_ms"]
+            row["floor_cost_ms"] = row["floor_ms"] - reference["floor_ms"]
+            row["node_minus_floor_ms"] = row["node_cost_ms"] - row["floor_cost_ms"]
+            rows.append(row)
+            print(f"  {row['camera']} {resolution}: node {row['node_ms']:.1f} ms, floor {row['floor_ms']:.1f} ms, "
+                  f"Predictor {row['predictor_ms']:.1f} ms", flush=True)
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| camera (HxW) | outputs at | node e2e ms | floor e2e ms | node cost ms | floor cost ms | "
+             "node - floor ms | node inference ms | bare Predictor ms |",
+             "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['camera']} | {r['output_resolution']} | {r['node_ms']:.1f} | {r['floor_ms']:.1f} | "
+                     f"{r['node_cost_ms']:.1f} | {r['floor_cost_ms']:.1f} | {r['node_minus_floor_ms']:.1f} | "
+                     f"{r['node_inference_ms']:.1f} | {r['predictor_ms']:.1f} |")
+    return "\n".join(lines)
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -40,232 +274,72 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def _scene(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A street-like RGB test image (sky, facades, road); content does not change the timing."""
-    rng = np.random.default_rng(seed)
-    img = np.empty((height, width, 3), np.uint8)
-    img[: height // 2] = (135, 185, 235)
-    img[height // 2:] = (90, 90, 95)
-    for x0 in range(0, width, max(1, width // 8)):
-        img[height // 6: height // 2, x0: x0 + width // 10] = rng.integers(60, 200, 3)
-    noise = rng.integers(0, 12, (height, width, 1), dtype=np.uint8)
-    return img + noise
-
-
-def _default_checkpoint(folder: Path) -> str:
-    import torch
-
-    from mtan_ros.depth_encoding import METRIC
-    from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
-    from mtan_ros.model import build_model
-
-    torch.manual_seed(0)
-    tasks = {"semantic": 7, "depth": 1}
-    model = build_model("mtan", tasks, 1.0).eval()
-    meta = CheckpointMeta(
-        model=ModelSpec(arch="mtan", tasks=tasks, width=1.0),
-        class_names=[f"class{i}" for i in range(7)],
-        class_colors=[(40 * i, 255 - 30 * i, 128) for i in range(7)],
-        input_size=(128, 256),
-        depth=METRIC,
-        info={"note": "random weights for benchmark_node"},
-    )
-    return str(save_checkpoint(folder / "benchmark_mtan.pt", model.state_dict(), meta))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-class _NodeUnderTest:
-    """The perception node as a subprocess plus a client that sends frames and times the answers."""
-
-    def __init__(self, checkpoint: str, device: str, precision: str, all_outputs: bool, env: dict[str, str]):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image
-
-        from mtan_ros.ros.qos import image_input_qos, image_output_qos_for_subscribers
-
-        self.namespace = f"/mtan_benchmark_{os.getpid()}_{time.monotonic_ns()}"
-        self._log = tempfile.NamedTemporaryFile(prefix="mtan_benchmark_node_", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mtan_ros.ros.perception_node", "--ros-args", "-r", f"__ns:={self.namespace}",
-             "-p", f"model_path:={checkpoint}", "-p", f"device:={device}", "-p", f"precision:={precision}"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("mtan_benchmark_client", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.arrived: dict[tuple[int, int], float] = {}
-        self.diagnostics: dict[str, str] = {}
-        self.pub = self.node.create_publisher(Image, f"{self.namespace}/image_raw", image_input_qos())
-        names = ["depth", "semantic", "semantic_color", "overlay"] if all_outputs else ["depth"]
-        self.subs = [
-            self.node.create_subscription(Image, f"{self.namespace}/{name}",
-                                          self._on_depth if name == "depth" else (lambda msg: None),
-                                          image_output_qos_for_subscribers())
-            for name in names
-        ]
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self._stamp_ns = 1_000_000_000
-        end = time.monotonic() + 300
-        while not (self.pub.get_subscription_count() and all(s.get_publisher_count() for s in self.subs)):
-            if self.proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError("the node did not start:\n" + Path(self._log.name).read_text())
-            self.executor.spin_once(timeout_sec=0.1)
-
-    def _on_depth(self, msg) -> None:
-        self.arrived.setdefault((msg.header.stamp.sec, msg.header.stamp.nanosec), time.perf_counter())
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(self.namespace + "/"):
-                self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def round_trip(self, msg, timeout: float = 60.0) -> tuple[float, int]:
-        """(ms from publishing `msg` to its depth arriving, frames lost on the way)."""
-        lost = 0
-        while True:
-            self._stamp_ns += 1_000_000
-            key = (self._stamp_ns // 1_000_000_000, self._stamp_ns % 1_000_000_000)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = key
-            sent = time.perf_counter()
-            self.pub.publish(msg)
-            while key not in self.arrived and time.perf_counter() < sent + timeout:
-                self.executor.spin_once(timeout_sec=0.5)  # wakes on arrival; the time is taken in the callback
-            if key in self.arrived:
-                return (self.arrived[key] - sent) * 1e3, lost
-            lost += 1  # best effort may lose a frame: send it again
-            if lost > 5:
-                raise RuntimeError(f"{lost} frames of {msg.width}x{msg.height} lost; is the Fast DDS transport "
-                                   "configured for large images (config/fastdds_shm.xml)?")
-
-    def node_timings(self, processed: int, timeout: float = 30.0) -> dict[str, str]:
-        """The node's own /diagnostics once it has counted `processed` frames."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.diagnostics and int(self.diagnostics["frames_processed"]) >= processed:
-                return self.diagnostics
-            self.executor.spin_once(timeout_sec=0.1)
-        return self.diagnostics
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        os.unlink(self._log.name)
-
-
-_PREDICTOR = None
-
-
-def _load_predictor(checkpoint: str, device: str, precision: str) -> str:
-    global _PREDICTOR
-    from mtan_ros.inference import Predictor
-
-    _PREDICTOR = Predictor.from_checkpoint(checkpoint, device=device, precision=precision)
-    return f"{_PREDICTOR.device}, {_PREDICTOR.precision}"
-
-
-def _timed_call(image: np.ndarray) -> float:
-    start = time.perf_counter()
-    _PREDICTOR(image)
-    return (time.perf_counter() - start) * 1e3
-
-
-def measure(checkpoint: str, size: tuple[int, int], frames: int, device: str, precision: str, all_outputs: bool,
-            env: dict[str, str], predictor: ThreadPoolExecutor) -> dict:
-    """Bare Predictor and node round trip, interleaved frame by frame so both see the same machine load."""
-    from mtan_ros.ros.image_conversion import array_to_image_msg
-
-    height, width = size
-    image = _scene(height, width)
-    msg = array_to_image_msg(image, "rgb8")
-    msg.header.frame_id = "camera_optical_frame"
-    node = _NodeUnderTest(checkpoint, device, precision, all_outputs, env)
-    try:
-        bare, e2e, lost = [], [], 0
-        for index in range(frames + 3):  # the first 3 warm caches and allocators
-            bare_ms = predictor.submit(_timed_call, image).result()
-            e2e_ms, lost_now = node.round_trip(msg)
-            lost += lost_now
-            if index >= 3:
-                bare.append(bare_ms)
-                e2e.append(e2e_ms)
-        diagnostics = node.node_timings(frames + 3)
-    finally:
-        node.close()
-    return {"bare": bare, "e2e": e2e, "lost": lost, "node": diagnostics}
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="checkpoint to use (default: a random-weight full-width MTAN)")
-    parser.add_argument("--sizes", default="256x512,1024x2048", help="camera sizes HxW, comma separated")
-    parser.add_argument("--frames", type=int, default=15, help="timed frames per size and method")
+    parser.add_argument("--sizes", default="480x640,1024x2048", help="camera sizes HxW, comma separated")
+    parser.add_argument("--output-resolution", default="camera,model", help="camera, model or both")
+    parser.add_argument("--checkpoint", help="checkpoint (default: a random-weight MTAN, see --width)")
+    parser.add_argument("--width", type=float, default=0.25, help="width of the default random model")
+    parser.add_argument("--frames", type=int, default=20, help="timed frames per size and resolution")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="OMP_NUM_THREADS here and in the node (default: PyTorch's choice)")
-    parser.add_argument("--all-outputs", action="store_true",
-                        help="also subscribe to semantic, semantic_color and overlay (the node then computes them)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=0, help="the node's inference_threads (0 = its default)")
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)  # the echo process
+    args, ros_args = parser.parse_known_args(argv)
+    if args.echo:
+        return echo_main(ros_args)
     sizes = _parse_sizes(args.sizes)
+    resolutions = [r.strip() for r in args.output_resolution.split(",") if r.strip()]
 
+    from mtan_ros.ros.perception_node import default_inference_threads
     from mtan_ros.ros.transport import large_image_env
 
     transport = large_image_env()
     os.environ.update(transport)  # before rclpy starts: this process publishes the large images
-    if args.threads:  # the same intra-op threads here and in the node, before torch starts
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    # Two processes take turns on the same cores here: OpenMP threads that spin after their
-    # work would steal the cores from the other process and inflate whichever runs next.
+    # Processes take turns on the same cores: OpenMP threads that spin after their work would
+    # steal the cores from the process that runs next.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env = dict(os.environ)
+    pid = os.getpid()
+    node_ns, echo_ns = f"/mtan_bench_node_{pid}", f"/mtan_bench_echo_{pid}"
     with tempfile.TemporaryDirectory(prefix="mtan_benchmark_") as folder:
-        checkpoint = args.checkpoint or _default_checkpoint(Path(folder))
-        print(f"checkpoint: {args.checkpoint or 'random-weight MTAN width 1.0, 7 classes, 128x256 input'}")
-        threads = os.environ.get("OMP_NUM_THREADS", "unset")
-        print(f"transport: {transport or 'as configured by the environment'}; OMP_NUM_THREADS {threads}, "
-              f"OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        # The node runs the Predictor on a worker thread; so does this comparison (PyTorch's CPU
-        # threading behaves differently on the main thread, which would skew the difference).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bare-predictor") as worker:
-            label = worker.submit(_load_predictor, checkpoint, args.device, args.precision).result()
-            results = {size: measure(checkpoint, size, args.frames, args.device, args.precision,
-                                     args.all_outputs, env, worker) for size in sizes}
-            worker.submit(lambda: _PREDICTOR.close()).result()
+        checkpoint = args.checkpoint or random_checkpoint(Path(folder), args.width)
+        import torch
 
-    outputs = "depth, semantic, semantic_color, overlay" if args.all_outputs else "depth only"
-    print(f"\nnode overhead ({label}; subscribed: {outputs}; {args.frames} frames per size)")
-    print("| camera | Predictor ms median (min) | end-to-end ms median (min) | added ms median (min) "
-          "| added / Predictor | node-reported: inference, receive to publish ms | end-to-end minus "
-          "node inference ms | lost |")
-    print("|" + "|".join("---" for _ in range(8)) + "|")
-    for (height, width), r in results.items():
-        p50, pmin = statistics.median(r["bare"]), min(r["bare"])
-        e50, emin = statistics.median(r["e2e"]), min(r["e2e"])
-        node_inference = float(r["node"].get("inference_ms_p50", "nan"))
-        print(f"| {width}x{height} | {p50:.1f} ({pmin:.1f}) | {e50:.1f} ({emin:.1f}) | {e50 - p50:.1f} "
-              f"({emin - pmin:.1f}) | {100 * (e50 - p50) / p50:.1f}% | {node_inference:.1f}, "
-              f"{r['node'].get('processing_ms_p50', '?')} | {e50 - node_inference:.1f} | {r['lost']} |")
-    print(f"load average after the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs. On a busy machine the "
-          "Predictor's own time varies by more than the node adds; the last columns compare against the "
-          "node's inference time for the same frames instead.")
+        from mtan_ros.inference import Predictor
+
+        threads = args.threads or default_inference_threads()
+        torch.set_num_threads(threads)
+        predictor = Predictor.from_checkpoint(checkpoint, device=args.device, precision=args.precision)
+        model_size = tuple(predictor.input_size)
+        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.perception_node", "--ros-args",
+                             "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}",
+                             "-p", f"device:={args.device}", "-p", f"precision:={args.precision}", "-p", f"inference_threads:={args.threads}"], env)
+        echo = ChildProcess([sys.executable, "-m", "mtan_ros.ros.benchmark_node", "--echo", "--ros-args",
+                             "-r", f"__ns:={echo_ns}"], env)
+        client = _Client(node_ns, echo_ns)
+        try:
+            client.wait_connected([node, echo])
+            print(f"checkpoint: {args.checkpoint or f'random-weight MTAN width {args.width}, 128x256 input'}; "
+                  f"{predictor.device}, {predictor.precision}, {threads} inference threads; transport: "
+                  f"{transport or 'as configured by the environment'}; load average {os.getloadavg()[0]:.1f} on "
+                  f"{os.cpu_count()} CPUs", flush=True)
+            rows = measure(client, f"{node_ns}/perception_node", sizes, resolutions, model_size, args.frames,
+                           predictor)
+        finally:
+            client.close()
+            node.stop()
+            echo.stop()
+    print()
+    print(_table(rows))
+    print(f"medians of {args.frames} frames; cost = the same measurement minus frames already at the model's "
+          f"input size ({model_size[0]}x{model_size[1]}); load average after the run "
+          f"{os.getloadavg()[0]:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threads": threads, "device": str(predictor.device),
+                                               "rows": rows}, indent=2))
     return 0
 
 

@@ -78,6 +78,7 @@ class StatsSnapshot:
     processing_ms_p95: float
     seconds_since_input: float
     last_problem: str
+    frames_lost_in_transport: int = 0
 
 
 class PipelineStats:
@@ -98,6 +99,7 @@ class PipelineStats:
         self.dropped = 0
         self.rejected = 0
         self.skipped_idle = 0
+        self.lost_in_transport = 0
         self.last_problem = ""
         self._last_input: float | None = None
         self._in = RateMeter(window_s, clock)
@@ -117,6 +119,11 @@ class PipelineStats:
         with self._lock:
             self.rejected += 1
             self.last_problem = problem
+
+    def on_lost_in_transport(self, total: int) -> None:
+        """The middleware's running count of camera frames it lost (best-effort gaps, broken samples)."""
+        with self._lock:
+            self.lost_in_transport = int(total)
 
     def on_idle(self) -> None:
         with self._lock:
@@ -150,6 +157,7 @@ class PipelineStats:
                 processing_ms_p95=self._processing.percentile(95),
                 seconds_since_input=since,
                 last_problem=self.last_problem,
+                frames_lost_in_transport=self.lost_in_transport,
             )
 
 
@@ -166,9 +174,19 @@ def diagnostic_status(
     input_topic: str,
     extra: dict[str, str] | None = None,
     stale_after_s: float = 5.0,
+    warning: str | None = None,
+    inactive: str | None = None,
 ) -> DiagnosticStatus:
-    """One DiagnosticStatus: OK while frames flow, WARN when input stops or frames are rejected."""
-    if not math.isfinite(snap.seconds_since_input):
+    """One DiagnosticStatus: OK while frames flow, WARN when input stops or frames are rejected.
+
+    `warning` (e.g. why a matched camera delivers nothing) overrides the message at WARN
+    level; `inactive` names a lifecycle state in which no frames are expected.
+    """
+    if warning:
+        level, message = DiagnosticStatus.WARN, warning
+    elif inactive:
+        level, message = DiagnosticStatus.OK, f"{inactive}: not taking frames"
+    elif not math.isfinite(snap.seconds_since_input):
         level, message = DiagnosticStatus.WARN, f"waiting for images on {input_topic}"
     elif snap.seconds_since_input > stale_after_s:
         level, message = DiagnosticStatus.WARN, f"no image on {input_topic} for {snap.seconds_since_input:.0f} s"
@@ -185,6 +203,7 @@ def diagnostic_status(
         "frames_dropped": str(snap.frames_dropped),
         "frames_rejected": str(snap.frames_rejected),
         "frames_skipped_no_subscriber": str(snap.frames_skipped_idle),
+        "frames_lost_in_transport": str(snap.frames_lost_in_transport),
         "inference_ms_p50": _fmt(snap.inference_ms_p50),
         "inference_ms_p95": _fmt(snap.inference_ms_p95),
         "latency_ms_p50": _fmt(snap.latency_ms_p50),

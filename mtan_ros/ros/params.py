@@ -1,105 +1,165 @@
-"""The perception node's parameters: descriptions and ranges here, default values in config/perception.yaml.
+"""One way to declare, validate and change the parameters of every node of the package.
 
-Why split it this way: node and launch defaults that disagree are a classic source
-of "works with ros2 launch, not with ros2 run" bugs. The values live in one file,
-`config/perception.yaml`, which the launch file passes as its params file and which
-the node also reads at start-up as its declared defaults, so `ros2 run` without a
-params file behaves the same. This module holds what the YAML cannot: the type,
-description, range and whether a change at run time can be applied.
+Each node lists its parameters as `ParamSpec`s: type, description, allowed range or
+choices, and when a value takes effect:
+- "runtime": applied to the next frame when set with `ros2 param set`;
+- "configure": read when a managed node is configured; a change is refused while it
+  is configured (clean it up, set the value, configure again);
+- "startup": read once at start-up; declared read-only, so ROS itself refuses changes.
+Default values live in one place per node: the perception node's in
+config/perception.yaml (which its launch file also passes, so `ros2 run` and
+`ros2 launch` agree), a tool node's in its spec table.
 """
 from __future__ import annotations
 
-import sys
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
 
-from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
+from mtan_ros.errors import ConfigError
+from mtan_ros.ros import share
 
-PACKAGE = "mtan_ros"
-DEFAULTS_RELATIVE = Path("config") / "perception.yaml"
+APPLIES = ("runtime", "configure", "startup")
+KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+              list: "a list of strings"}
+_PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                    float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+                    list: ParameterType.PARAMETER_STRING_ARRAY}
+# Longest user-given value quoted back in an error message.
+_QUOTE_LIMIT = 64
 
 
 @dataclass(frozen=True)
 class ParamSpec:
+    """One parameter: `default` None means "from the node's defaults file"."""
+
     name: str
-    kind: type  # bool, int, float or str
+    kind: type  # bool, int, float, str, or list (of strings)
     description: str
-    range: tuple[float, float] | None = None
-    # False: the node refuses a change while running (with `restart_reason`).
-    runtime: bool = True
-    restart_reason: str = ""
+    default: Any = None
+    range: Optional[tuple[float, float]] = None
+    choices: Optional[tuple[str, ...]] = None
+    applies: str = "runtime"
+
+    def __post_init__(self) -> None:
+        if self.applies not in APPLIES:
+            raise ValueError(f"{self.name}: applies must be one of {APPLIES}, not {self.applies!r}")
 
 
-_RESTART = "takes effect only when the node starts: restart it with the new value"
-
-SPECS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_path", str, "Checkpoint file to load (written by mtan-train / mtan-demo).",
-              runtime=False, restart_reason=_RESTART + " (the model is loaded once at start-up)"),
-    ParamSpec("device", str, "auto | cpu | cuda | cuda:N. auto picks the GPU when there is one, else the CPU.",
-              runtime=False, restart_reason=_RESTART),
-    ParamSpec("precision", str, "auto | fp32 | fp16 | bf16. auto: fp16 on CUDA, fp32 on the CPU.",
-              runtime=False, restart_reason=_RESTART),
-    ParamSpec("compile", bool,
-              "Compile the model with torch.compile at start-up: 10-25% faster on CPUs, 20-60 s longer start.",
-              runtime=False, restart_reason=_RESTART),
-    ParamSpec("compressed_input", bool,
-              "Subscribe to image_raw/compressed (JPEG/PNG, sensor_msgs/CompressedImage) instead of image_raw.",
-              runtime=False, restart_reason=_RESTART + " (the subscription type changes)"),
-    ParamSpec("publish_depth", bool, "Publish depth (32FC1 metres) and depth/camera_info."),
-    ParamSpec("publish_semantic", bool, "Publish semantic (mono8 class ids)."),
-    ParamSpec("publish_semantic_color", bool, "Publish semantic_color (rgb8, the checkpoint's class colours)."),
-    ParamSpec("publish_overlay", bool, "Publish overlay (rgb8, camera image blended with the class colours)."),
-    ParamSpec("publish_points", bool,
-              "Publish points (PointCloud2 xyz + rgb + label) once camera_info has arrived."),
-    ParamSpec("overlay_alpha", float, "Weight of the class colours in overlay (0 = image only, 1 = colours only).",
-              range=(0.0, 1.0)),
-    ParamSpec("points_stride", int, "Use every N-th pixel in both directions for points.", range=(1, 64)),
-    ParamSpec("max_depth", float, "Depth beyond this many metres is published as NaN (no estimate).",
-              range=(0.1, 10000.0)),
-    ParamSpec("max_input_pixels", int,
-              "Images declaring more pixels than this are refused before anything is allocated.",
-              range=(1, 1_000_000_000)),
-    ParamSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", range=(0.1, 60.0),
-              runtime=False, restart_reason=_RESTART),
-    ParamSpec("warning_period", float, "Seconds between two warnings about the same kind of bad input.",
-              range=(0.0, 3600.0)),
-)
-SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+def quote(value: Any) -> str:
+    """repr() of a user-given value, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
 
 
-KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ROS descriptor: type, description, range, read-only for start-up parameters.
 
-
-def defaults_file() -> Path:
-    """config/perception.yaml: next to the sources (checkout, editable install), else the installed share."""
-    candidates = [Path(__file__).resolve().parents[2] / DEFAULTS_RELATIVE]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory(PACKAGE)) / DEFAULTS_RELATIVE)
-    except Exception:  # not in an ament index (plain pip install), or ament_index_python absent
-        pass
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / DEFAULTS_RELATIVE)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ConfigError(
-        "cannot find the parameter defaults config/perception.yaml (looked in "
-        + ", ".join(str(p) for p in candidates)
-        + "); reinstall the package"
-    )
-
-
-def load_defaults(path: Path | str | None = None, node_name: str = "perception_node") -> dict[str, Any]:
-    """The node's parameter values from a ROS params YAML (`/**:` or `<node_name>:` sections).
-
-    Every declared parameter must have a value of the declared type, and the file may hold
-    nothing else for this node, so that a typo there fails loudly instead of being ignored.
+    Floating-point parameters use dynamic typing so that `max_depth:=50` (an integer on
+    the command line) is accepted; `coerce` turns it into a float and checks the range.
     """
-    path = Path(path) if path is not None else defaults_file()
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(spec.choices)}."
+    if spec.applies == "configure":
+        text += " Read when the node is configured."
+    elif spec.applies == "startup":
+        text += " Read at start-up only."
+    result = ParameterDescriptor(name=spec.name, type=_PARAMETER_TYPES[spec.kind], description=text,
+                                 read_only=spec.applies == "startup", dynamic_typing=spec.kind is float)
+    if spec.choices:
+        result.additional_constraints = f"one of {', '.join(spec.choices)}"
+    if spec.range is not None and spec.kind is float:
+        result.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                          to_value=float(spec.range[1]), step=0.0)]
+    elif spec.range is not None and spec.kind is int:
+        result.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+    return result
+
+
+def coerce(spec: ParamSpec, value: Any, source: str = "") -> Any:
+    """`value` as the spec's type, inside its range and choices; ConfigError (one line) otherwise."""
+    where = f"{source}: " if source else ""
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.kind is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}parameter {spec.name} must be {KIND_WORDS[list]}, got {quote(value)}")
+        return [item for item in value if item]
+    if not isinstance(value, spec.kind) or (spec.kind is int and isinstance(value, bool)):
+        hint = f", e.g. {spec.name}:={_example(spec.default)}" if spec.default is not None else ""
+        raise ConfigError(f"{where}parameter {spec.name} must be {KIND_WORDS[spec.kind]}, got {quote(value)} "
+                          f"({type(value).__name__}){hint}")
+    if spec.kind is float and not math.isfinite(value):
+        raise ConfigError(f"{where}parameter {spec.name} must be a finite number, got {value!r}")
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        raise ConfigError(f"{where}parameter {spec.name} is outside its range {list(spec.range)}: {quote(value)}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"{where}parameter {spec.name} must be one of {', '.join(spec.choices)}; "
+                          f"got {quote(value)}")
+    return value
+
+
+def declare_parameters(node: Node, specs: Iterable[ParamSpec],
+                       defaults: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Declare every spec on `node` (default: `defaults[name]`, else `spec.default`); return the values.
+
+    Raises ConfigError with one line naming the parameter when a given value has the
+    wrong type or lies outside its range or choices.
+    """
+    values = {}
+    for spec in specs:
+        default = (defaults or {}).get(spec.name, spec.default)
+        try:
+            value = node.declare_parameter(spec.name, default, descriptor(spec)).value
+        except InvalidParameterValueException:
+            raise ConfigError(f"parameter {spec.name} is outside its range {list(spec.range or ())}; "
+                              f"the default is {quote(default)}") from None
+        except (InvalidParameterTypeException, TypeError, ValueError):
+            raise ConfigError(f"parameter {spec.name} must be {KIND_WORDS[spec.kind]}, "
+                              f"e.g. {spec.name}:={_example(default)}") from None
+        values[spec.name] = coerce(spec, value)
+    return values
+
+
+def _example(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+
+
+def refuse_change(spec: ParamSpec, configured: bool, node_name: str) -> Optional[str]:
+    """Why a set_parameters request for `spec` must be refused now, or None."""
+    if spec.applies == "startup":
+        return f"{spec.name} is read at start-up only: restart the node with the new value"
+    if spec.applies == "configure" and configured:
+        return (f"{spec.name} is read when the node is configured: deactivate and clean it up first "
+                f"(`ros2 lifecycle set {node_name} deactivate`, then `cleanup`), set it, then configure and "
+                "activate again")
+    return None
+
+
+def find_defaults_file(relative: str) -> Path:
+    """A node's defaults file (e.g. config/perception.yaml), wherever the package is installed."""
+    path = share.find(relative)
+    if path is None:
+        raise ConfigError(f"cannot find the parameter defaults {relative} (looked in "
+                          + ", ".join(str(p) for p in share.candidates(relative)) + "); reinstall the package")
+    return path
+
+
+def load_defaults(path: Path | str, specs: Iterable[ParamSpec], node_name: str) -> dict[str, Any]:
+    """The node's values from a ROS params YAML (`/**:` or `<node_name>:` sections).
+
+    Every spec must have a value of its type, and the file may hold nothing else for
+    this node, so that a typo there fails loudly instead of being ignored.
+    """
+    specs = list(specs)
+    path = Path(path)
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -109,22 +169,9 @@ def load_defaults(path: Path | str | None = None, node_name: str = "perception_n
         params = (document.get(section) or {}).get("ros__parameters") or {}
         values.update(params)
     values.pop("use_sim_time", None)
-    missing = [s.name for s in SPECS if s.name not in values]
-    unknown = sorted(set(values) - set(SPEC_BY_NAME))
+    known = {spec.name for spec in specs}
+    missing = [spec.name for spec in specs if spec.name not in values]
+    unknown = sorted(name for name in values if name not in known and not name.startswith("qos_overrides."))
     if missing or unknown:
         raise ConfigError(f"{path}: missing parameters {missing}, unknown parameters {unknown}")
-    for spec in SPECS:
-        values[spec.name] = coerce(spec, values[spec.name], source=str(path))
-    return values
-
-
-def coerce(spec: ParamSpec, value: Any, source: str = "") -> Any:
-    """`value` as the spec's type (an int is accepted for a float); ConfigError otherwise."""
-    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, spec.kind) or (spec.kind is int and isinstance(value, bool)):
-        where = f"{source}: " if source else ""
-        raise ConfigError(
-            f"{where}parameter {spec.name} must be {KIND_WORDS[spec.kind]}, got {value!r} ({type(value).__name__})"
-        )
-    return value
+    return {spec.name: coerce(spec, values[spec.name], source=str(path)) for spec in specs}

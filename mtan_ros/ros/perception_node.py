@@ -4,160 +4,181 @@ Run it with `ros2 launch mtan_ros perception.launch.py model_path:=...`, or
 `ros2 run mtan_ros perception_node --ros-args -p model_path:=...`, or
 `python -m mtan_ros.ros.perception_node --ros-args -p model_path:=...`.
 
-How it stays real time: the subscription (best effort, keep last 1) only drops the
-message into a one-frame slot; a worker thread takes the newest frame, converts it,
-runs the Predictor and publishes. Frames that arrive while the worker is busy replace
-each other and are counted as dropped, so results always describe a recent image.
-Outputs nobody subscribes to are not computed; with no subscriber at all the model
-does not run.
+A managed (lifecycle) node: configure reads the parameters and loads the model (with
+one warm-up inference), activate subscribes to the camera and starts publishing,
+deactivate stops taking frames (the model stays loaded), cleanup releases the model
+(and GPU memory); `ros2 lifecycle set/get` and lifecycle managers drive it. With
+`autostart` (the default) it configures and activates itself, so `ros2 run` works
+alone; it then exits with code 1 when the model cannot be loaded.
+
+How it stays real time: the camera subscription (keep last 1, reliability matched to
+the camera, see camera_input) only drops the serialised message into a one-frame
+slot; a worker thread takes the newest frame, decodes it, runs the Predictor and
+publishes. Frames that arrive while the worker is busy replace each other and are
+counted as dropped, so results always describe a recent image. Outputs nobody
+subscribes to are not computed; with no subscriber at all the model does not run.
 
 Topics (relative, so namespaces and remaps apply):
   in   image_raw (sensor_msgs/Image) or image_raw/compressed (with compressed_input),
        camera_info (optional; needed for points and depth/camera_info)
   out  depth (32FC1 metres, NaN = no estimate), depth/camera_info, semantic (mono8),
        semantic_color (rgb8), overlay (rgb8), points (PointCloud2), /diagnostics
-Every output carries the input image's header and size.
+Every output carries the input image's header, and its size unless
+`output_resolution: model` asks for the network's size.
 """
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mtan_ros.errors import NodeStartupError
-from mtan_ros.ros import qos
+from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
+from mtan_ros.ros import qos, transport
+from mtan_ros.ros.camera_input import CameraSubscription
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_conversion import (
-    ImageConversionError,
-    bridge_status,
-    compressed_msg_to_rgb,
-    image_msg_to_rgb,
-    new_image_msg,
-)
-from mtan_ros.ros.params import KIND_WORDS, SPEC_BY_NAME, SPECS, ConfigError, ParamSpec, load_defaults
-from mtan_ros.ros.pointcloud import PointCloudBuilder, scaled_camera_info
+from mtan_ros.ros.image_conversion import bridge_status, compressed_msg_to_rgb, image_msg_to_rgb, \
+    release_freed_memory
+from mtan_ros.ros.input_monitor import InputMonitor
+from mtan_ros.ros.outputs import MessagePool, OutputPublishers
+from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
+from mtan_ros.ros.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
+from mtan_ros.ros.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
 from mtan_ros.ros.throttle import Throttle
 
-NODE_NAME = "perception_node"
-_PARAM_TYPES = {
-    bool: ParameterType.PARAMETER_BOOL,
-    int: ParameterType.PARAMETER_INTEGER,
-    float: ParameterType.PARAMETER_DOUBLE,
-    str: ParameterType.PARAMETER_STRING,
-}
 # End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
+# Class ids travel as mono8, and 255 means "void" in ground truth and evaluation.
+MAX_CLASSES = 255
+# How often the camera's publishers are looked at (reliability, silence diagnosis).
+GRAPH_PERIOD_S = 0.2
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    description = spec.description if spec.runtime else spec.description + " Read at start-up only."
-    descriptor = ParameterDescriptor(name=spec.name, type=_PARAM_TYPES[spec.kind], description=description)
-    if spec.range is not None and spec.kind is float:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)
-        ]
-    elif spec.range is not None and spec.kind is int:
-        descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
-    return descriptor
+def default_inference_threads(cpu_count: Optional[int] = None) -> int:
+    """CPU threads for inference when the parameter is 0.
 
-
-def set_nan_beyond(depth: np.ndarray, limit: float) -> None:
-    """depth[depth > limit] = NaN in place, without branches.
-
-    A boolean-mask assignment costs ~13 ms on a 2 Mpx map whose mask is noisy (branch
-    mispredictions); OR-ing the quiet-NaN exponent bits into the selected float32 values
-    costs ~2 ms whatever the mask looks like. Values above a positive limit are positive,
-    so the result is a NaN (a NaN stays NaN).
+    Leaving one core to the middleware and the executor keeps large frames from
+    stalling inference; on 1-2 cores every core is needed for the model itself.
     """
-    beyond = np.greater(depth, np.float32(limit))
-    if beyond.any():
-        bits = depth.view(np.uint32)
-        bits |= beyond.view(np.uint8).astype(np.uint32) * np.uint32(0x7FC00000)
+    cpus = cpu_count or os.cpu_count() or 1
+    return cpus if cpus <= 2 else cpus - 1
 
 
-class PerceptionNode(Node):
+class PerceptionNode(LifecycleNode):
     """Subscribes a camera, runs the Predictor off the executor thread, publishes its results."""
 
     def __init__(self, predictor: Any = None, **node_kwargs: Any) -> None:
         """`predictor`: an already loaded Predictor (tests, benchmarks); by default model_path is loaded."""
         super().__init__(NODE_NAME, **node_kwargs)
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self.predictor = None
-        self.p = self._declare_parameters()
-        self.predictor = predictor if predictor is not None else self._load_predictor()
-        self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
-
+        try:
+            self.p = declare_parameters(self, SPECS, load_perception_defaults(node_name=self.get_name()))
+        except ConfigError as exc:
+            raise NodeStartupError(str(exc)) from None
+        self._given_predictor = predictor
+        self.predictor: Any = None
+        self._outputs: Optional[OutputPublishers] = None
+        self._pool = MessagePool()
+        self._palette_lut: Optional[np.ndarray] = None
         self._slot = LatestFrameSlot()
+        self._stop = threading.Event()
+        self._worker: Optional[threading.Thread] = None
         self._stats = PipelineStats()
         self._throttle = Throttle(self.p["warning_period"])
-        self._camera_info: CameraInfo | None = None
+        self._camera_info: Optional[CameraInfo] = None
+        self._input_type: Any = Image
         self._clouds = PointCloudBuilder()
-
-        out_qos = qos.output_qos()
-        self.pub_depth = self.create_publisher(Image, "depth", out_qos)
-        self.pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-        self.pub_semantic = self.create_publisher(Image, "semantic", out_qos)
-        self.pub_color = self.create_publisher(Image, "semantic_color", out_qos)
-        self.pub_overlay = self.create_publisher(Image, "overlay", out_qos)
-        self.pub_points = self.create_publisher(PointCloud2, "points", out_qos)
+        self._image_sub: Optional[CameraSubscription] = None
+        self._info_sub: Optional[CameraSubscription] = None
+        self._monitor: Optional[InputMonitor] = None
+        self._graph_timer: Any = None
+        self._warned_problem: Optional[str] = None
+        self._locked_size: Optional[tuple[int, int]] = None
+        self.lifecycle_state = "unconfigured"
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
-
-        if self.p["compressed_input"]:
-            self.sub_image = self.create_subscription(
-                CompressedImage, "image_raw/compressed", self._on_image, qos.image_input_qos()
-            )
-        else:
-            self.sub_image = self.create_subscription(Image, "image_raw", self._on_image, qos.image_input_qos())
-        self.sub_info = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos.camera_info_qos())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diag_timer = self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
 
-        self._worker = threading.Thread(target=self._work, name="mtan-inference", daemon=True)
-        self._worker.start()
-        backend, why = bridge_status()
-        self.get_logger().info(
-            f"ready: {self.sub_image.topic_name} -> depth, semantic, semantic_color, overlay, points "
-            f"(model {self.p['model_path'] or '<given>'} on {self.predictor.device}, {self.predictor.precision}, "
-            f"{len(self.predictor.class_names)} classes; image conversion: {backend})"
-        )
+    # ------------------------------------------------------------------ lifecycle
 
-    # ------------------------------------------------------------------ start-up
+    def start(self) -> bool:
+        """Configure and activate (what `autostart` does); False when configuring failed."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
-    def _declare_parameters(self) -> dict[str, Any]:
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            defaults = load_defaults(node_name=self.get_name())
-        except ConfigError as exc:
-            raise NodeStartupError(str(exc)) from None
-        values = {}
-        for spec in SPECS:
-            try:
-                param = self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
-            except InvalidParameterTypeException as exc:
-                raise NodeStartupError(
-                    f"parameter {spec.name} must be {KIND_WORDS[spec.kind]} ({exc}); "
-                    f"e.g. {spec.name}:={defaults[spec.name]!r}"
-                ) from None
-            except InvalidParameterValueException:
-                raise NodeStartupError(
-                    f"parameter {spec.name} is outside its range {spec.range}; the default is {defaults[spec.name]!r}"
-                ) from None
-            values[spec.name] = param.value
-        return values
+            self._configure()
+        except NodeStartupError as exc:
+            self._release_model()
+            if self.context.ok():
+                self.get_logger().error(str(exc))
+            return TransitionCallbackReturn.FAILURE
+        except Exception:
+            self._release_model()
+            if not self.context.ok():  # shut down while loading (Ctrl-C, SIGTERM): not a failure to report
+                return TransitionCallbackReturn.FAILURE
+            raise
+        self.lifecycle_state = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._activate()
+        self.lifecycle_state = "active"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self.lifecycle_state = "inactive"
+        self.get_logger().info("inactive: not taking frames (the model stays loaded)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        self.lifecycle_state = "unconfigured"
+        self.get_logger().info("unconfigured: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._release_model()
+        self.lifecycle_state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._release_model()
+        self.lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ configure / activate
+
+    def _configure(self) -> None:
+        self.predictor = self._given_predictor if self._given_predictor is not None else self._load_predictor()
+        classes = len(self.predictor.class_names)
+        if classes > MAX_CLASSES:
+            raise NodeStartupError(
+                f"model_path {self.p['model_path']!r} has {classes} classes, but semantic is published as mono8 "
+                f"class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
+        self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
+        self._outputs = OutputPublishers(self)
+        self.get_logger().info(
+            f"configured: model {self.p['model_path'] or '<given>'} on {self.predictor.device}, "
+            f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}")
 
     def _load_predictor(self) -> Any:
         path = self.p["model_path"]
@@ -165,25 +186,37 @@ class PerceptionNode(Node):
             raise NodeStartupError(
                 "parameter model_path is empty: pass the checkpoint to use, e.g. "
                 "`ros2 launch mtan_ros perception.launch.py model_path:=/path/to/checkpoint` or "
-                "`--ros-args -p model_path:=/path/to/checkpoint` (mtan-train and mtan-demo write checkpoints)"
-            )
+                "`--ros-args -p model_path:=/path/to/checkpoint` (mtan-train and mtan-demo write checkpoints)")
+        from mtan_ros.errors import CheckpointError
         from mtan_ros.inference import Predictor  # imports torch: only once the node really starts
-        from mtan_ros.inference.checkpoint import CheckpointError
 
+        self._set_inference_threads()
         try:
             predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"],
-                                                  compile=self.p["compile"])
+                                                  compile=self.p["compile"], backend=self.p["backend"])
         except CheckpointError as exc:
             raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
-        except (ValueError, RuntimeError) as exc:  # unknown device/precision, CUDA absent or broken
+        except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
             raise NodeStartupError(
                 f"cannot start the model from {path!r} on device={self.p['device']!r} "
-                f"precision={self.p['precision']!r}: {exc}"
-            ) from None
-        # One inference now so the first camera frame does not pay for lazy initialisation.
-        height, width = predictor.meta.input_size
-        predictor(np.zeros((height, width, 3), np.uint8))
+                f"precision={self.p['precision']!r} backend={self.p['backend']!r}: {_first_line(exc)}") from None
+        # One inference now, so the first camera frame does not pay for lazy initialisation.
+        height, width = predictor.input_size
+        try:
+            predictor(np.zeros((height, width, 3), np.uint8))
+        except (ValueError, RuntimeError) as exc:
+            raise NodeStartupError(f"model_path {path!r} loads but cannot run on {predictor.device}: "
+                                   f"{_first_line(exc)}") from None
         return predictor
+
+    def _set_inference_threads(self) -> None:
+        import torch
+
+        threads = self.p["inference_threads"] or default_inference_threads()
+        torch.set_num_threads(threads)
+
+    def _input_size(self) -> tuple[int, int]:
+        return tuple(self.predictor.input_size)
 
     @staticmethod
     def _make_palette_lut(colors: Any) -> np.ndarray:
@@ -192,25 +225,121 @@ class PerceptionNode(Node):
         lut[: len(palette), 0, :] = palette
         return lut
 
+    def _activate(self) -> None:
+        compressed = self.p["compressed_input"]
+        self._input_type = CompressedImage if compressed else Image
+        topic = "image_raw/compressed" if compressed else "image_raw"
+        profile = transport.profile_path()
+        self._monitor = InputMonitor(self.resolve_topic_name(topic), self.p["no_input_warning_after"],
+                                     profile_hint=str(profile) if profile else "")
+        self._warned_problem = None
+        self._locked_size = None
+        requested = self._requested_reliability
+        self._image_sub = CameraSubscription(self, self._input_type, topic, self._on_image, requested=requested,
+                                             monitor=self._monitor, raw=True)
+        self._info_sub = CameraSubscription(self, CameraInfo, "camera_info", self._on_camera_info,
+                                            requested=requested)
+        self._graph_timer = self.create_timer(GRAPH_PERIOD_S, self._refresh_inputs)
+        self._stop.clear()
+        self._slot = LatestFrameSlot()
+        self._worker = threading.Thread(target=self._work, name="mtan-inference", daemon=True)
+        self._worker.start()
+        backend, _ = bridge_status()
+        self.get_logger().info(f"active: {self._image_sub.topic_name} -> depth, semantic, semantic_color, "
+                               f"overlay, points (image conversion: {backend})")
+
+    def _requested_reliability(self) -> str:
+        return self.p["input_reliability"]
+
+    # ------------------------------------------------------------------ deactivate / cleanup
+
+    def _deactivate(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)  # a daemon thread: never blocks the exit for longer
+            self._worker = None
+        if self._graph_timer is not None:
+            self.destroy_timer(self._graph_timer)
+            self._graph_timer = None
+        for subscription in (self._image_sub, self._info_sub):
+            if subscription is not None:
+                subscription.destroy()
+        self._image_sub = self._info_sub = None
+        self._monitor = None
+        self._camera_info = None
+
+    def _release_model(self) -> None:
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
+        self._pool.clear()
+        device = str(getattr(self.predictor, "device", ""))
+        if self.predictor is not None and self.predictor is not self._given_predictor:
+            if hasattr(self.predictor, "close"):
+                self.predictor.close()
+        self.predictor = None
+        gc.collect()
+        if device.startswith("cuda"):
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Stop the worker, release the model (and cached GPU memory), destroy the node."""
+        self._deactivate()
+        self._release_model()
+        self.destroy_node()
+
     # ------------------------------------------------------------------ executor callbacks
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        # Only hand the frame over: conversion and inference happen on the worker thread.
-        replaced = self._slot.put((msg, time.monotonic()))
+    def _on_image(self, raw: bytes) -> None:
+        # Only hand the frame over: decoding and inference happen on the worker thread.
+        replaced = self._slot.put((raw, time.monotonic()))
         self._stats.on_received(replaced)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        problem = camera_info_problem(msg)
+        if problem is not None:
+            topic = self._info_sub.topic_name if self._info_sub else "camera_info"
+            self._warn("camera_info.invalid",
+                       f"{topic}: ignored, it {problem}; points and depth/camera_info wait for a valid one")
+            self._camera_info = None
+            return
         self._camera_info = msg
+        if self._monitor is not None:
+            self._monitor.expect_frames(msg.width, msg.height)
+
+    def _refresh_inputs(self) -> None:
+        for subscription in (self._image_sub, self._info_sub):
+            if subscription is not None:
+                subscription.refresh()
+        monitor = self._monitor
+        if monitor is None:
+            return
+        self._stats.on_lost_in_transport(monitor.lost)
+        problem = monitor.problem()
+        if problem is None:
+            self._warned_problem = None
+        elif problem.code != self._warned_problem:
+            self._warned_problem = problem.code
+            self.get_logger().warning(problem.text)
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         changes = {}
+        configured = self.lifecycle_state in ("inactive", "active")
         for param in params:
             spec = SPEC_BY_NAME.get(param.name)
-            if spec is None:  # use_sim_time and other parameters rclpy manages itself
+            if spec is None:  # use_sim_time, qos_overrides and other parameters rclpy manages itself
                 continue
-            if not spec.runtime and param.value != self.p[spec.name]:
-                return SetParametersResult(successful=False, reason=f"{spec.name} {spec.restart_reason}")
-            changes[spec.name] = param.value
+            try:
+                value = coerce(spec, param.value)
+            except ConfigError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            reason = refuse_change(spec, configured, self.get_fully_qualified_name())
+            if reason and value != self.p[spec.name]:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[spec.name] = value
         self.p.update(changes)  # read by the worker per frame; each value is replaced atomically
         if "warning_period" in changes:
             self._throttle.period_s = changes["warning_period"]
@@ -218,15 +347,20 @@ class PerceptionNode(Node):
 
     def _publish_diagnostics(self) -> None:
         backend, _ = bridge_status()
+        problem = self._monitor.problem() if self._monitor is not None else None
         status = diagnostic_status(
             f"{self.get_fully_qualified_name()}: perception",
             self._stats.snapshot(),
-            device=str(self.predictor.device),
-            precision=str(self.predictor.precision),
-            input_topic=self.sub_image.topic_name,
+            device=str(getattr(self.predictor, "device", "none")),
+            precision=str(getattr(self.predictor, "precision", "none")),
+            input_topic=self._image_sub.topic_name if self._image_sub is not None else "",
+            warning=problem.text if problem is not None else None,
+            inactive=None if self.lifecycle_state == "active" else self.lifecycle_state,
             extra={
+                "lifecycle_state": self.lifecycle_state,
                 "model_path": str(self.p["model_path"]),
                 "image_conversion": backend,
+                "input_reliability": qos.reliability_word(self._image_sub.reliability) if self._image_sub else "",
                 "camera_info_received": str(self._camera_info is not None).lower(),
             },
         )
@@ -235,8 +369,9 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------------ worker thread
 
     def _work(self) -> None:
+        slot = self._slot
         while not self._stop.is_set():
-            item = self._slot.take(timeout=0.2)
+            item = slot.take(timeout=0.2)
             if item is None:
                 continue
             try:
@@ -244,125 +379,128 @@ class PerceptionNode(Node):
             except Exception as exc:  # never let one frame end the worker
                 if self._stop.is_set() or not self.context.ok():
                     return  # shutting down: publishers may already be gone
-                self._warn("internal", f"frame skipped after an unexpected error: {type(exc).__name__}: {exc}")
-                self._stats.on_rejected(f"{type(exc).__name__}: {exc}")
+                self._reject("internal", f"frame skipped after an unexpected error: {type(exc).__name__}: "
+                                         f"{_first_line(exc)}")
 
     def _warn(self, key: str, text: str) -> None:
         line = self._throttle.message(key, text)
         if line:
             self.get_logger().warning(line)
 
-    def _wanted(self) -> dict[str, bool]:
-        p = self.p
-        points = p["publish_points"] and self._camera_info is not None and self.pub_points.get_subscription_count() > 0
-        return {
-            "depth": p["publish_depth"]
-            and (self.pub_depth.get_subscription_count() > 0 or self.pub_depth_info.get_subscription_count() > 0),
-            "semantic": p["publish_semantic"] and self.pub_semantic.get_subscription_count() > 0,
-            "color": p["publish_semantic_color"] and self.pub_color.get_subscription_count() > 0,
-            "overlay": p["publish_overlay"] and self.pub_overlay.get_subscription_count() > 0,
-            "points": points,
-        }
+    def _reject(self, kind: str, text: str) -> None:
+        self._warn(kind, text)
+        self._stats.on_rejected(text)
 
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
-        wanted = self._wanted()
+    def _decode(self, raw: bytes) -> tuple[Any, np.ndarray]:
+        """(message, H x W x 3 RGB) of a serialised camera frame; ImageConversionError if unusable."""
+        try:
+            msg = deserialize_message(raw, self._input_type)
+        except Exception as exc:  # the middleware delivered bytes that are not a whole message
+            raise ImageConversionError(f"a {len(raw)}-byte message could not be deserialised "
+                                       f"({type(exc).__name__})", kind="transport.corrupt") from None
+        limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._locked_size}
+        if isinstance(msg, CompressedImage):
+            return msg, compressed_msg_to_rgb(msg, **limits)
+        return msg, image_msg_to_rgb(msg, **limits)
+
+    def _process(self, raw: bytes, received: float) -> None:
+        outputs, predictor = self._outputs, self.predictor
+        camera_info = self._camera_info
+        wanted = outputs.wanted(self.p, camera_info is not None)
         if not any(wanted.values()):
             self._stats.on_idle()
             return
-        topic = self.sub_image.topic_name
+        topic = self._image_sub.topic_name if self._image_sub is not None else "image_raw"
         try:
-            if isinstance(msg, CompressedImage):
-                rgb = compressed_msg_to_rgb(msg, max_pixels=self.p["max_input_pixels"])
-            else:
-                rgb = image_msg_to_rgb(msg, max_pixels=self.p["max_input_pixels"])
+            msg, rgb = self._decode(raw)
         except ImageConversionError as exc:
-            self._warn(exc.kind, f"{topic}: frame skipped: {exc}")
-            self._stats.on_rejected(str(exc))
+            self._reject(exc.kind, f"{topic}: frame skipped: {exc}")
+            release_freed_memory()
             return
+        if self.p["lock_input_size"] and self._locked_size is None:
+            self._locked_size = rgb.shape[:2]
+        p, pool, header = self.p, self._pool, msg.header
+        camera_size = rgb.shape[:2]
+        height, width = camera_size if p["output_resolution"] == "camera" else self._input_size()
+        depth_msg, depth = pool.get("depth", header, height, width, "32FC1")
+        labels_msg, labels = pool.get("semantic", header, height, width, "mono8")
         start = time.perf_counter()
         try:
-            prediction = self.predictor(rgb)
+            predictor(rgb, output_size=(height, width), max_depth=p["max_depth"], out=(labels, depth))
         except ValueError as exc:
-            self._warn("predictor", f"{topic}: frame skipped, the model refused it: {exc}")
-            self._stats.on_rejected(str(exc))
+            self._reject("predictor", f"{topic}: frame skipped, the model refused it: {_first_line(exc)}")
             return
         inference_ms = (time.perf_counter() - start) * 1e3
 
-        header = msg.header
-        height, width = rgb.shape[:2]
-        p = self.p
-        if wanted["depth"] or wanted["points"]:
-            depth_msg, depth = new_image_msg(header, height, width, "32FC1")
-            np.copyto(depth, prediction.depth, casting="same_kind")
-            set_nan_beyond(depth, p["max_depth"])
-            if wanted["depth"]:
-                self.pub_depth.publish(depth_msg)
-                info = self._camera_info
-                if info is not None:
-                    self.pub_depth_info.publish(scaled_camera_info(info, header, width, height))
+        if wanted["depth"]:
+            outputs.publish("depth", depth_msg)
+        if wanted["depth/camera_info"]:
+            outputs.publish("depth/camera_info", scaled_camera_info(camera_info, header, width, height))
         if wanted["semantic"]:
-            semantic_msg, labels = new_image_msg(header, height, width, "mono8")
-            np.copyto(labels, prediction.labels, casting="unsafe")
-            self.pub_semantic.publish(semantic_msg)
-        if wanted["color"] or wanted["overlay"]:
-            color_msg, color = new_image_msg(header, height, width, "rgb8")
-            cv2.applyColorMap(np.ascontiguousarray(prediction.labels, dtype=np.uint8), self._palette_lut, dst=color)
-            if wanted["color"]:
-                self.pub_color.publish(color_msg)
+            outputs.publish("semantic", labels_msg)
+        image = rgb
+        if (height, width) != camera_size and (wanted["overlay"] or wanted["points"]):
+            image = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        if wanted["semantic_color"] or wanted["overlay"]:
+            color_msg, color = pool.get("semantic_color", header, height, width, "rgb8")
+            cv2.applyColorMap(labels, self._palette_lut, dst=color)
+            if wanted["semantic_color"]:
+                outputs.publish("semantic_color", color_msg)
             if wanted["overlay"]:
                 alpha = float(p["overlay_alpha"])
-                overlay_msg, overlay = new_image_msg(header, height, width, "rgb8")
-                cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0, dst=overlay)
-                self.pub_overlay.publish(overlay_msg)
+                overlay_msg, overlay = pool.get("overlay", header, height, width, "rgb8")
+                cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0, dst=overlay)
+                outputs.publish("overlay", overlay_msg)
         if wanted["points"]:
-            info = self._camera_info
             try:
-                cloud = self._clouds.build(header, depth, rgb, prediction.labels, info, p["points_stride"])
+                cloud = self._clouds.build(header, depth, image, labels, camera_info, p["points_stride"])
             except ValueError as exc:
-                self._warn("camera_info", f"points skipped: {exc}")
+                self._warn("camera_info.points", f"points skipped: {exc}")
             else:
-                self.pub_points.publish(cloud)
+                outputs.publish("points", cloud)
+        self._record(header, received, inference_ms)
 
+    def _record(self, header: Any, received: float, inference_ms: float) -> None:
         processing_ms = (time.monotonic() - received) * 1e3
         stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-        latency_ms: float | None = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        latency_ms: Optional[float] = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         if not (_PLAUSIBLE_LATENCY_MS[0] <= latency_ms <= _PLAUSIBLE_LATENCY_MS[1]):
             latency_ms = None
         self._stats.on_published(inference_ms, processing_ms, latency_ms)
 
-    # ------------------------------------------------------------------ shutdown
 
-    def close(self) -> None:
-        """Stop and join the worker, release the model (and cached GPU memory), destroy the node."""
-        self._stop.set()
-        if self._worker is not None:
-            self._slot.close()
-            self._worker.join(timeout=10.0)  # a daemon thread: never blocks the exit for longer
-        device = str(getattr(self.predictor, "device", ""))
-        if hasattr(self.predictor, "close"):
-            self.predictor.close()
-        self.predictor = None
-        gc.collect()
-        if device.startswith("cuda"):
-            torch = sys.modules.get("torch")
-            if torch is not None and torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        self.destroy_node()
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, cut to `limit` characters (library errors can be long)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `perception_node`: 0 after Ctrl-C / SIGTERM, 1 when the node cannot start."""
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of `perception_node`: 0 after Ctrl-C / SIGTERM, 1 when the node cannot start.
+
+    Unless the user configured Fast DDS, the package's shared-memory profile is used (as
+    perception.launch.py does), so that full-resolution outputs reach local subscribers.
+    """
+    os.environ.update(transport.large_image_env())
     rclpy.init(args=argv)
-    node: PerceptionNode | None = None
+    node: Optional[PerceptionNode] = None
     code = 0
     try:
         node = PerceptionNode()
-        rclpy.spin(node)
+        if node.p["autostart"] and not node.start():
+            code = 1 if node.context.ok() else 0
+        if code == 0 and node.context.ok():
+            rclpy.spin(node)
     except NodeStartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # The context was shut down (SIGTERM, Ctrl-C) while the node was still starting.
     finally:
         # Ctrl-C under `ros2 launch` arrives twice (from the terminal, then forwarded by launch):
         # the second must not interrupt the cleanup with a KeyboardInterrupt traceback.

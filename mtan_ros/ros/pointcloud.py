@@ -14,6 +14,7 @@ what RViz and PCL expect):
 from __future__ import annotations
 
 import array
+import math
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ POINT_DTYPE = np.dtype(
         "itemsize": 20,
     }
 )
+# A calibration for fewer pixels than this per side is not a camera's.
+MIN_CALIBRATED_SIZE = 16
 
 
 def point_fields() -> list[PointField]:
@@ -39,14 +42,36 @@ def point_fields() -> list[PointField]:
     ]
 
 
+def camera_info_problem(info: CameraInfo) -> str | None:
+    """Why `info` cannot place pixels in space (None when it can).
+
+    Uncalibrated drivers send K = 0; a damaged or hostile message can carry inf/NaN or a
+    calibration for a 1x1 image, which would turn every point into nonsense.
+    """
+    values = [float(v) for v in (*info.k, *info.p, *info.d)]
+    if not all(math.isfinite(v) for v in values):
+        return "has non-finite values in K, P or D"
+    fx, cx, fy, cy = float(info.k[0]), float(info.k[2]), float(info.k[4]), float(info.k[5])
+    if not (fx > 0 and fy > 0):
+        return f"has no focal length (fx {fx:g}, fy {fy:g}); calibrate the camera"
+    width, height = int(info.width), int(info.height)
+    if (width, height) != (0, 0):
+        if width < MIN_CALIBRATED_SIZE or height < MIN_CALIBRATED_SIZE:
+            return f"is calibrated for a {width}x{height} image, too small to be a camera"
+        if not (0.0 <= cx <= width and 0.0 <= cy <= height):
+            return f"puts the principal point ({cx:g}, {cy:g}) outside its {width}x{height} image"
+    return None
+
+
 def intrinsics_for(info: CameraInfo, width: int, height: int) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) of `info`, scaled when the image size differs from the calibration size.
 
     Raises ValueError for a camera_info without a usable K (all zeros, as uncalibrated drivers send).
     """
+    problem = camera_info_problem(info)
+    if problem is not None:
+        raise ValueError(f"camera_info {problem}")
     fx, cx, fy, cy = float(info.k[0]), float(info.k[2]), float(info.k[4]), float(info.k[5])
-    if not (fx > 0 and fy > 0):
-        raise ValueError(f"camera_info has no focal length (K = {list(info.k)}); calibrate the camera")
     if info.width and info.height and (info.width, info.height) != (width, height):
         sx, sy = width / float(info.width), height / float(info.height)
         fx, cx, fy, cy = fx * sx, (cx + 0.5) * sx - 0.5, fy * sy, (cy + 0.5) * sy - 0.5

@@ -11,9 +11,10 @@ perception.launch.py applies the same rule; tools that start nodes themselves
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Mapping
+
+from mtan_ros.ros import share
 
 PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 # Any of these set means the user configured Fast DDS: leave everything alone.
@@ -24,17 +25,7 @@ PROFILE_RELATIVE = Path("config") / "fastdds_shm.xml"
 
 def profile_path() -> Path | None:
     """config/fastdds_shm.xml next to the sources, else in the installed share; None if absent."""
-    from mtan_ros.ros.params import PACKAGE
-
-    candidates = [Path(__file__).resolve().parents[2] / PROFILE_RELATIVE]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory(PACKAGE)) / PROFILE_RELATIVE)
-    except Exception:  # not in an ament index
-        pass
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / PROFILE_RELATIVE)  # plain pip install
-    return next((path for path in candidates if path.is_file()), None)
+    return share.find(PROFILE_RELATIVE)
 
 
 def large_image_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,115 @@
+"""A camera subscription whose reliability follows the camera, whenever it starts.
+
+ROS 2's BEST_AVAILABLE policy decides once, when the subscription is created: a
+node started before a best-effort camera picks reliable and then refuses that
+camera for good. This subscription instead looks at the publishers on its topic
+(`refresh`, called periodically by the node) and re-creates itself with the
+reliability `qos.choose_input_reliability` asks for, keeping keep-last 1 so that
+no backlog builds up. A user pins the choice with the node's `input_reliability`
+parameter or ROS 2's standard `qos_overrides.<topic>.subscription.reliability`
+override (it wins). Frames, losses reported by the middleware and incompatible-QoS
+events are passed to an InputMonitor, which explains silence.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.node import Node
+from rclpy.qos import ReliabilityPolicy
+
+from mtan_ros.errors import ConfigError
+from mtan_ros.ros import qos
+from mtan_ros.ros.input_monitor import InputMonitor
+
+OVERRIDE_VALUES = ("auto", "reliable", "best_effort", "best_available")
+
+
+class CameraSubscription:
+    """Keep-last-1 subscription of `msg_type` on `topic`; `refresh()` re-matches it to the publishers."""
+
+    def __init__(self, node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], *,
+                 requested: Callable[[], str], monitor: Optional[InputMonitor] = None, raw: bool = False) -> None:
+        self._node = node
+        self._msg_type = msg_type
+        self._callback = callback
+        self._requested_param = requested
+        self._monitor = monitor
+        self._raw = raw
+        self.topic_name = node.resolve_topic_name(topic)
+        self._override = self._declare_override()
+        self.reliability = qos.choose_input_reliability(self._requested(), [], qos.BEST_EFFORT)
+        self._subscription: Any = None
+        self._create()
+
+    # ---------------------------------------------------------------- public
+
+    def refresh(self) -> None:
+        """Re-create the subscription if the publishers now call for another reliability; update the monitor."""
+        offered = [info.qos_profile.reliability for info in self._node.get_publishers_info_by_topic(self.topic_name)]
+        wanted = qos.choose_input_reliability(self._requested(), offered, self.reliability)
+        if wanted != self.reliability and self._override != "best_available":
+            words = " and ".join(sorted({qos.reliability_word(policy) for policy in offered}))
+            self._node.get_logger().info(
+                f"{self.topic_name}: the camera offers {words}; subscribing {qos.reliability_word(wanted)} "
+                f"(was {qos.reliability_word(self.reliability)})")
+            self.reliability = wanted
+            self._create()
+        if self._monitor is not None:
+            self._monitor.observe_graph([qos.reliability_word(o) for o in offered], self.matched,
+                                        qos.reliability_word(self.reliability))
+
+    @property
+    def matched(self) -> int:
+        """Publishers DDS has matched with this subscription (not just seen in the graph)."""
+        return self._subscription.get_publisher_count() if self._subscription is not None else 0
+
+    def destroy(self) -> None:
+        if self._subscription is not None:
+            self._node.destroy_subscription(self._subscription)
+            self._subscription = None
+
+    # ---------------------------------------------------------------- internals
+
+    def _declare_override(self) -> str:
+        """ROS 2's standard reliability override for this topic, declared read-only ('auto' = not set)."""
+        name = f"qos_overrides.{self.topic_name}.subscription.reliability"
+        if not self._node.has_parameter(name):
+            self._node.declare_parameter(name, "auto", ParameterDescriptor(
+                description=f"Reliability of the subscription to {self.topic_name}: auto (follow the camera), "
+                            "reliable, best_effort or best_available; overrides input_reliability.",
+                read_only=True))
+        value = str(self._node.get_parameter(name).value).strip().lower()
+        if value not in OVERRIDE_VALUES:
+            raise ConfigError(f"parameter {name} must be one of {', '.join(OVERRIDE_VALUES)}, got {value[:64]!r}")
+        return value
+
+    def _requested(self) -> str:
+        return self._override if self._override != "auto" else self._requested_param()
+
+    def _create(self) -> None:
+        self.destroy()
+        reliability = self.reliability
+        if self._override == "best_available":
+            reliability = ReliabilityPolicy.BEST_AVAILABLE
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible, message_lost=self._on_lost)
+        self._subscription = self._node.create_subscription(
+            self._msg_type, self.topic_name, self._on_message, qos.input_qos(reliability), event_callbacks=events,
+            raw=self._raw)
+        if self._monitor is not None:
+            self._monitor.on_new_subscription()
+
+    def _on_message(self, msg: Any) -> None:
+        if self._monitor is not None:
+            self._monitor.on_frame()
+        self._callback(msg)
+
+    def _on_lost(self, event: Any) -> None:
+        if self._monitor is not None:
+            self._monitor.on_lost(int(event.total_count))
+
+    def _on_incompatible(self, event: Any) -> None:
+        if self._monitor is not None:
+            kind = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
+            self._monitor.on_incompatible(kind.lower())

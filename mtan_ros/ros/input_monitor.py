@@ -1,0 +1,148 @@
+"""Why no camera frame arrives, in one line with its fix.
+
+A camera driver with ROS 2 defaults and a reader that does not match it fail
+silently: a best-effort reader of a reliable VGA+ camera receives almost nothing
+(lost UDP fragments are never repaired), a reliable reader never matches a
+best-effort camera, and a best-effort camera without a large shared-memory
+segment loses most large frames whatever the reader does. This watcher is fed
+what the node can see — the publishers' offered reliability and how many of them
+DDS matched, complete frames, frames the middleware reports lost, incompatible-QoS
+events — and names the probable cause and the fix. It has no ROS dependency so
+that every case is testable without DDS.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """`code` identifies the kind (warn once per kind); `text` is the one-line explanation with the fix."""
+
+    code: str
+    text: str
+
+
+class InputMonitor:
+    """Watches one camera topic; `problem()` returns what is wrong now, or None."""
+
+    def __init__(self, topic: str, warn_after_s: float, profile_hint: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.topic = topic
+        self.warn_after_s = float(warn_after_s)
+        self.profile_hint = profile_hint
+        self._clock = clock
+        self.offered: tuple[str, ...] = ()
+        self.matched = 0
+        self.subscribed = "best effort"
+        self.frames = 0
+        self.lost = 0
+        self._lost_base = 0  # lost counts restart with every new subscription
+        self._matched_since: Optional[float] = None
+        self._frames_at_match = 0
+        self._unmatched_since: Optional[float] = None
+        self._incompatible: Optional[tuple[float, str]] = None
+        self._frame_shape: Optional[tuple[int, int]] = None
+        self._window = (clock(), 0, 0)  # (start, frames, lost) of the loss-rate window
+        self._last_lossy: Optional[InputProblem] = None
+
+    # ---------------------------------------------------------------- what the node sees
+
+    def observe_graph(self, offered: Sequence[str], matched: int, subscribed: str) -> None:
+        """Publishers on the topic (their offered reliability), how many DDS matched, our reliability."""
+        now = self._clock()
+        self.offered, self.subscribed = tuple(offered), subscribed
+        if matched > 0 and self._matched_since is None:
+            self._matched_since, self._frames_at_match = now, self.frames
+        elif matched == 0:
+            self._matched_since = None
+        self.matched = matched
+        if self.offered and matched == 0:
+            self._unmatched_since = self._unmatched_since if self._unmatched_since is not None else now
+        else:
+            self._unmatched_since = None
+            if matched:
+                self._incompatible = None
+
+    def on_frame(self) -> None:
+        self.frames += 1
+
+    def on_lost(self, total_for_subscription: int) -> None:
+        """The middleware's running count of lost messages for the current subscription."""
+        self.lost = self._lost_base + int(total_for_subscription)
+
+    def on_new_subscription(self) -> None:
+        """A subscription was re-created (its lost count starts again at 0)."""
+        self._lost_base = self.lost
+        self._matched_since = None
+
+    def on_incompatible(self, policy: str) -> None:
+        self._incompatible = (self._clock(), policy)
+
+    def expect_frames(self, width: int, height: int) -> None:
+        """The camera's frame size, from its camera_info (for the explanation only)."""
+        self._frame_shape = (int(height), int(width))
+
+    # ---------------------------------------------------------------- the verdict
+
+    def problem(self) -> Optional[InputProblem]:
+        now = self._clock()
+        if self._unmatched_since is not None and (now - self._unmatched_since >= self.warn_after_s
+                                                  or self._incompatible is not None):
+            return self._incompatible_problem(now)
+        if self._matched_since is not None and self.frames == self._frames_at_match \
+                and now - self._matched_since >= self.warn_after_s:
+            return self._silent_problem(now - self._matched_since)
+        return self._lossy_problem(now)
+
+    def _incompatible_problem(self, now: float) -> InputProblem:
+        policy = f" (incompatible {self._incompatible[1]})" if self._incompatible is not None else ""
+        return InputProblem(
+            "incompatible",
+            f"{self.topic}: {len(self.offered)} publisher(s) offering {self._offered_words()} did not match this "
+            f"{self.subscribed} subscription for {now - (self._unmatched_since or now):.0f} s{policy}; set "
+            "input_reliability to auto (or to what the camera offers), or remove the qos_overrides for this topic")
+
+    def _silent_problem(self, seconds: float) -> InputProblem:
+        lost = f", {self.lost} lost in transport" if self.lost else ""
+        what = f"{self.topic}: a camera matched {seconds:.0f} s ago but no complete frame arrived{lost}"
+        if "best effort" in self.offered:
+            return InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
+        if self.subscribed == "best effort":
+            return InputProblem(
+                "best_effort_reader",
+                f"{what}. The camera offers reliable but input_reliability pins best effort, so lost fragments of "
+                "large frames are never repaired; set input_reliability: auto (or reliable)")
+        return InputProblem("no_frames", f"{what}. Check that it is streaming (`ros2 topic hz {self.topic}`)")
+
+    def _lossy_problem(self, now: float) -> Optional[InputProblem]:
+        start, frames0, lost0 = self._window
+        frames, lost = self.frames - frames0, self.lost - lost0
+        if now - start < self.warn_after_s:
+            return self._last_lossy
+        self._window = (now, self.frames, self.lost)
+        problem = None
+        if lost >= 5 and lost > frames:
+            problem = InputProblem(
+                "lossy",
+                f"{self.topic}: {lost} of {lost + frames} frames in the last {now - start:.0f} s were lost in "
+                f"transport. {self._best_effort_cause()}")
+        self._last_lossy = problem
+        return problem
+
+    def _best_effort_cause(self) -> str:
+        size = ""
+        if self._frame_shape is not None:
+            height, width = self._frame_shape
+            size = f" ({width}x{height} frames are ~{height * width * 3 / 1e6:.1f} MB)"
+        fix = (f"start the camera driver with FASTDDS_DEFAULT_PROFILES_FILE={self.profile_hint}"
+               if self.profile_hint else "give the camera driver a Fast DDS profile with a large shared-memory "
+               "segment (this package's config/fastdds_shm.xml)")
+        return (f"With best effort, frames above a default Fast DDS participant's 0.5 MB shared-memory segment "
+                f"travel as UDP fragments that are never repaired{size}. Fix: {fix}, or make the camera publish "
+                "reliable")
+
+    def _offered_words(self) -> str:
+        return " and ".join(sorted(set(self.offered))) or "nothing"

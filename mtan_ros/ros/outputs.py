@@ -1,0 +1,80 @@
+"""The perception node's outputs: their publishers, who wants what, and reused message buffers.
+
+Why reuse: at 2 Mpx every output image is several MB; allocating (and page-faulting)
+a fresh buffer per frame and output costs milliseconds. rclpy serialises a message
+while `publish` runs, so once it returns the same message and buffer can be filled
+with the next frame.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from mtan_ros.ros import qos
+from mtan_ros.ros.image_conversion import new_image_msg
+
+# name -> (message type, parameter that switches it on)
+OUTPUTS: dict[str, tuple[Any, str]] = {
+    "depth": (Image, "publish_depth"),
+    "depth/camera_info": (CameraInfo, "publish_depth"),
+    "semantic": (Image, "publish_semantic"),
+    "semantic_color": (Image, "publish_semantic_color"),
+    "overlay": (Image, "publish_overlay"),
+    "points": (PointCloud2, "publish_points"),
+}
+
+
+class MessagePool:
+    """One reusable Image per output; a new one only when the size or encoding changes."""
+
+    def __init__(self) -> None:
+        self._messages: dict[str, tuple[Image, np.ndarray]] = {}
+
+    def get(self, name: str, header: Any, height: int, width: int, encoding: str) -> tuple[Image, np.ndarray]:
+        """(message with `header`, writable numpy view of its pixels) for output `name`."""
+        cached = self._messages.get(name)
+        if cached is not None:
+            msg, view = cached
+            if (msg.height, msg.width, msg.encoding) == (height, width, encoding):
+                msg.header = header
+                return msg, view
+        msg, view = new_image_msg(header, height, width, encoding)
+        self._messages[name] = (msg, view)
+        return msg, view
+
+    def clear(self) -> None:
+        self._messages.clear()
+
+
+class OutputPublishers:
+    """The reliable output publishers (created when configured) and which outputs anyone wants."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        out_qos = qos.output_qos()
+        self.publishers = {name: node.create_publisher(kind, name, out_qos) for name, (kind, _) in OUTPUTS.items()}
+
+    def wanted(self, params: dict[str, Any], camera_info_known: bool) -> dict[str, bool]:
+        """Outputs that are switched on and have a subscriber (nobody listening costs nothing)."""
+        def listened(name: str) -> bool:
+            return self.publishers[name].get_subscription_count() > 0
+
+        return {
+            "depth": params["publish_depth"] and listened("depth"),
+            "depth/camera_info": params["publish_depth"] and camera_info_known and listened("depth/camera_info"),
+            "semantic": params["publish_semantic"] and listened("semantic"),
+            "semantic_color": params["publish_semantic_color"] and listened("semantic_color"),
+            "overlay": params["publish_overlay"] and listened("overlay"),
+            "points": params["publish_points"] and camera_info_known and listened("points"),
+        }
+
+    def publish(self, name: str, msg: Any) -> None:
+        self.publishers[name].publish(msg)
+
+    def destroy(self) -> None:
+        for publisher in self.publishers.values():
+            self._node.destroy_publisher(publisher)
+        self.publishers.clear()

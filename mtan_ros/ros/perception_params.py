@@ -1,0 +1,76 @@
+"""The perception node's parameters: types, ranges and descriptions here, values in config/perception.yaml.
+
+Why split it this way: node and launch defaults that disagree are a classic source
+of "works with ros2 launch, not with ros2 run" bugs. The values live in one file,
+`config/perception.yaml`, which the launch file passes as its params file and which
+the node also reads at start-up as its declared defaults.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from mtan_ros.ros.params import ParamSpec, find_defaults_file, load_defaults
+
+NODE_NAME = "perception_node"
+DEFAULTS_RELATIVE = "config/perception.yaml"
+RELIABILITY_CHOICES = ("auto", "reliable", "best_effort")
+
+SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("autostart", bool, "Configure and activate the node by itself at start-up (false: wait for "
+              "`ros2 lifecycle set` or a lifecycle manager).", applies="startup"),
+    ParamSpec("model_path", str, "Checkpoint file to load (written by mtan-train / mtan-demo).",
+              applies="configure"),
+    ParamSpec("device", str, "auto | cpu | cuda | cuda:N. auto picks the GPU when there is one, else the CPU.",
+              applies="configure"),
+    ParamSpec("precision", str, "auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32.",
+              choices=("auto", "fp32", "fp16", "bf16"), applies="configure"),
+    ParamSpec("backend", str, "Inference runtime: torch, or onnxruntime (CPU, CUDA or TensorRT providers).",
+              choices=("torch", "onnxruntime"), applies="configure"),
+    ParamSpec("compile", bool, "torch.compile the model when configured: faster on CPUs, slower start.",
+              applies="configure"),
+    ParamSpec("inference_threads", int, "CPU threads for inference; 0 = the measured default for this machine "
+              "(see the README, leaves room for the middleware).", range=(0, 1024), applies="configure"),
+    ParamSpec("compressed_input", bool,
+              "Subscribe to image_raw/compressed (JPEG/PNG, sensor_msgs/CompressedImage) instead of image_raw.",
+              applies="configure"),
+    ParamSpec("input_reliability", str, "Reliability of the camera subscriptions. auto follows the camera's "
+              "publishers (reliable when they all offer reliable, best effort when any offers best effort); the "
+              "standard override qos_overrides.<topic>.subscription.reliability takes precedence.",
+              choices=RELIABILITY_CHOICES),
+    ParamSpec("no_input_warning_after", float, "Seconds a matched camera may deliver no complete frame before "
+              "the node warns (log and /diagnostics) with the probable cause and its fix.", range=(0.5, 3600.0)),
+    ParamSpec("max_input_pixels", int, "Images declaring more pixels than this are refused before anything is "
+              "allocated (raise it for cameras above 12.6 Mpx).", range=(1, 1_000_000_000)),
+    ParamSpec("lock_input_size", bool, "Refuse frames whose size differs from the first frame after activation "
+              "(for cameras that never change resolution; guards against malformed or hostile frames)."),
+    ParamSpec("output_resolution", str, "camera: outputs at the camera image's size; model: at the network's "
+              "input size (depth/camera_info and points use scaled intrinsics), far cheaper for large cameras.",
+              choices=("camera", "model")),
+    ParamSpec("publish_depth", bool, "Publish depth (32FC1 metres) and depth/camera_info."),
+    ParamSpec("publish_semantic", bool, "Publish semantic (mono8 class ids)."),
+    ParamSpec("publish_semantic_color", bool, "Publish semantic_color (rgb8, the checkpoint's class colours)."),
+    ParamSpec("publish_overlay", bool, "Publish overlay (rgb8, camera image blended with the class colours)."),
+    ParamSpec("publish_points", bool,
+              "Publish points (PointCloud2 xyz + rgb + label) once a valid camera_info has arrived."),
+    ParamSpec("overlay_alpha", float, "Weight of the class colours in overlay (0 = image only, 1 = colours only).",
+              range=(0.0, 1.0)),
+    ParamSpec("points_stride", int, "Use every N-th pixel in both directions for points.", range=(1, 64)),
+    ParamSpec("max_depth", float, "Depth beyond this many metres is published as NaN (no estimate).",
+              range=(0.1, 10000.0)),
+    ParamSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", range=(0.1, 60.0),
+              applies="startup"),
+    ParamSpec("warning_period", float, "Seconds between two warnings about the same problem.",
+              range=(0.0, 3600.0)),
+)
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def defaults_file() -> Path:
+    """config/perception.yaml, next to the sources or in the installed share."""
+    return find_defaults_file(DEFAULTS_RELATIVE)
+
+
+def load_perception_defaults(path: Optional[Path | str] = None, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The node's default values (from `path`, else config/perception.yaml), checked against SPECS."""
+    return load_defaults(path if path is not None else defaults_file(), SPECS, node_name)
