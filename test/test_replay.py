@@ -99,6 +99,15 @@ def test_the_graph_has_three_processes_that_wait_on_each_other_by_state():
     assert ["-r", "__ns:=/cam0"] == command[command.index("__ns:=/cam0") - 1:command.index("__ns:=/cam0") + 1]
 
 
+def test_the_graph_and_the_entry_points_import_without_ros():
+    """mtan-demo runs where `launch` is not installed; the entry points import before rclpy does."""
+    code = ("import sys; sys.modules['rclpy'] = None; sys.modules['launch'] = None\n"
+            "import mtan_ros.ros.replay_graph, mtan_ros.ros.executables, mtan_ros.demo\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_the_transport_profile_is_decided_by_the_transport_module():
     from mtan_ros.ros.transport import large_image_env
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from mtan_ros.errors import ConfigError
-from mtan_ros.ros.params import PACKAGE, defaults_file
+from mtan_ros.ros import share
 from mtan_ros.ros.transport import large_image_env
 
 PLAYERS = ("python", "ros2bag")
 PERCEPTION_NODE = "perception_node"
+PERCEPTION_DEFAULTS = "config/perception.yaml"
 ENTRY_MODULE = "mtan_ros.ros.executables"
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
@@ -148,7 +149,7 @@ class NodeSpec:
     label: str  # for people: "perception node", "bag player"
     name: str
     namespace: str = ""
-    package: str = PACKAGE
+    package: str = share.PACKAGE
     executable: str = ""
     module: str = ""  # the module whose main() runs the node; "" for a plain command
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -221,7 +222,7 @@ def replay_nodes(options: ReplayOptions, environ: Optional[Mapping[str, str]] = 
     perception = NodeSpec(
         role="perception", label="perception node", name=PERCEPTION_NODE, namespace=namespace,
         executable="perception_node", module="mtan_ros.ros.perception_node", lifecycle=True,
-        params_files=(options.params_file or str(defaults_file()),), parameters=perception_parameters, env=env)
+        params_files=(options.params_file or _perception_defaults(),), parameters=perception_parameters, env=env)
     evaluator = NodeSpec(
         role="evaluator", label="evaluator", name="evaluator", namespace=namespace, executable="evaluator",
         module="mtan_ros.ros.evaluator", env=env, stop_timeout=30.0,
@@ -229,6 +230,15 @@ def replay_nodes(options: ReplayOptions, environ: Optional[Mapping[str, str]] = 
                     "frames": options.frames, "idle_timeout": options.idle_timeout,
                     "use_sim_time": options.use_sim_time})
     return [perception, evaluator, _player(options, env, perception.fqn)]
+
+
+def _perception_defaults() -> str:
+    path = share.find(PERCEPTION_DEFAULTS)
+    if path is None:
+        raise ConfigError(f"cannot find {PERCEPTION_DEFAULTS} (looked in "
+                          + ", ".join(str(p) for p in share.candidates(PERCEPTION_DEFAULTS))
+                          + "); reinstall the package or pass params_file")
+    return str(path)
 
 
 def _player(options: ReplayOptions, env: dict[str, str], perception_fqn: str) -> NodeSpec:
