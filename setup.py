@@ -12,7 +12,7 @@ PACKAGE = "mtan_ros"
 
 EXTRAS = {
     # What a plain Python environment needs to run the model and the Predictor.
-    "core": ["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "torch>=2.3"],
+    "core": ["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "simplejpeg>=1.8", "torch>=2.3"],
     # ROS 2 Kilted from PyPI wheels, for machines without a ROS distribution.
     "ros": [
         "ros-kilted-rclpy",

@@ -306,7 +306,7 @@ def camera_info_msg(width: int, height: int, *, fx: float | None = None, stamp: 
 
 def image_to_array(msg: Any) -> np.ndarray:
     """Image message -> array with our converter (handles padding and byte order)."""
-    from mtan_ros.ros.image_conversion import image_msg_to_array
+    from mtan_ros.ros.image_messages import image_msg_to_array
 
     return np.array(image_msg_to_array(msg))
 

@@ -50,7 +50,7 @@ def echo_main(argv: Optional[list[str]] = None) -> int:
     from sensor_msgs.msg import Image
 
     from mtan_ros.ros import qos
-    from mtan_ros.ros.image_conversion import new_image_msg
+    from mtan_ros.ros.image_messages import new_image_msg
 
     rclpy.init(args=argv)
     node = rclpy.create_node(ECHO_NODE)
@@ -209,7 +209,7 @@ class _Client:
 
 
 def _image(height: int, width: int, reply: Optional[tuple[int, int]]) -> Any:
-    from mtan_ros.ros.image_conversion import array_to_image_msg
+    from mtan_ros.ros.image_messages import array_to_image_msg
 
     msg = array_to_image_msg(_scene(height, width), "rgb8")
     msg.header.frame_id = f"reply:{reply[0]}x{reply[1]}" if reply else "camera_optical_frame"
@@ -316,7 +316,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         model_size = tuple(predictor.input_size)
         node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.perception_node", "--ros-args",
                              "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}",
-                             "-p", f"device:={args.device}", "-p", f"precision:={args.precision}", "-p", f"inference_threads:={args.threads}"], env)
+                             "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
+                             "-p", f"inference_threads:={args.threads}"], env)
         echo = ChildProcess([sys.executable, "-m", "mtan_ros.ros.benchmark_node", "--echo", "--ros-args",
                              "-r", f"__ns:={echo_ns}"], env)
         client = _Client(node_ns, echo_ns)

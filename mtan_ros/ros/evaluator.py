@@ -45,15 +45,11 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
+from mtan_ros.errors import EvaluatorError, ImageConversionError  # noqa: F401 (EvaluatorError re-exported)
 from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
+from mtan_ros.ros.compressed import compressed_msg_to_rgb
 from mtan_ros.ros.executables import StopSignals
-from mtan_ros.ros.image_conversion import (
-    ImageConversionError,
-    compressed_msg_to_rgb,
-    image_msg_to_array,
-    image_msg_to_rgb,
-)
+from mtan_ros.ros.image_messages import image_msg_to_array, image_msg_to_rgb
 from mtan_ros.ros.plain_params import declare_plain_parameters
 
 NODE_NAME = "evaluator"

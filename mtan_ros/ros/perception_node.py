@@ -49,10 +49,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
 from mtan_ros.ros import qos, transport
 from mtan_ros.ros.camera_input import CameraSubscription
+from mtan_ros.ros.compressed import compressed_msg_to_rgb, jpeg_decoder_name
+from mtan_ros.ros.cv_bridge_check import bridge_status
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_conversion import bridge_status, compressed_msg_to_rgb, image_msg_to_rgb, \
-    release_freed_memory
+from mtan_ros.ros.image_limits import release_freed_memory
+from mtan_ros.ros.image_messages import image_msg_to_rgb
 from mtan_ros.ros.input_monitor import InputMonitor
 from mtan_ros.ros.outputs import MessagePool, OutputPublishers
 from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
@@ -360,6 +362,7 @@ class PerceptionNode(LifecycleNode):
                 "lifecycle_state": self.lifecycle_state,
                 "model_path": str(self.p["model_path"]),
                 "image_conversion": backend,
+                "jpeg_decoder": jpeg_decoder_name(),
                 "input_reliability": qos.reliability_word(self._image_sub.reliability) if self._image_sub else "",
                 "camera_info_received": str(self._camera_info is not None).lower(),
             },

@@ -27,7 +27,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from mtan_ros.errors import NodeStartupError
-from mtan_ros.ros.image_conversion import new_image_msg
+from mtan_ros.ros.image_messages import new_image_msg
 from mtan_ros.ros.params import ParamSpec, declare_parameters
 
 NODE_NAME = "synthetic_camera"
