@@ -20,10 +20,12 @@ When the evaluator has written report.json and mosaic.png (output_dir) the launc
 RViz is open. A process that fails (a bad bag or checkpoint, no `ros2 bag`) ends the replay
 with an error line and a non-zero exit code; the evaluator still writes its report.
 """
+import dataclasses
+
 import launch.logging
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, ExecuteProcess, OpaqueFunction, RegisterEventHandler
-from launch.event_handlers import OnProcessExit, OnProcessStart
+from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
@@ -54,14 +56,19 @@ def replay(context):
     problem = ros2_bag_problem(context.environment) if options.player == "ros2bag" else None
     actions, by_role = [], {}
     for spec in replay_nodes(options, environ=context.environment):
-        if problem is not None and spec.role != "evaluator":
-            continue  # nothing can be played: only the evaluator runs, to write its report
+        if problem is not None:
+            if spec.role != "evaluator":
+                continue
+            # Nothing can be played: only the evaluator runs and finishes on its own at once, so that
+            # it writes its (empty) report; a signal could come before Python can handle it.
+            spec = dataclasses.replace(spec, parameters={**spec.parameters, "start_timeout": 0.1})
         by_role[spec.role] = _action(spec)
         actions.append(by_role[spec.role])
     evaluator = by_role["evaluator"]
     if problem is not None:
-        actions.append(RegisterEventHandler(OnProcessStart(target_action=evaluator,
-                                                           on_start=lambda event, ctx: _fail(problem))))
+        launch.logging.get_logger(LOGGER).error(problem)
+        actions.append(RegisterEventHandler(OnProcessExit(target_action=evaluator,
+                                                          on_exit=lambda event, ctx: _fail(problem))))
     actions.append(RegisterEventHandler(OnProcessExit(on_exit=_fail_if_failed)))
     if rviz:
         actions.append(Node(package="rviz2", executable="rviz2", namespace=options.node_namespace,
@@ -82,12 +89,12 @@ def _fail(message):
 def _fail_if_failed(event, context):
     if not event.returncode:
         return None
-    message = (f"{event.action.name} failed (exit code {event.returncode}; its output above says why); "
-               "the replay stops and the evaluator writes its report")
     if context.is_shutdown:  # stopping anyway: say it, without a second shutdown
-        launch.logging.get_logger(LOGGER).error(message)
+        launch.logging.get_logger(LOGGER).error(f"{event.action.name} did not stop cleanly (exit code "
+                                                f"{event.returncode})")
         return None
-    raise NodeStartupError(message)
+    raise NodeStartupError(f"{event.action.name} failed (exit code {event.returncode}; its output above says "
+                           "why): the replay stops, the evaluator writes its report")
 
 
 def generate_launch_description():

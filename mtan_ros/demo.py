@@ -247,7 +247,7 @@ def replay_options(out: Path, bag: Path, checkpoint: Path, frames: int) -> Any:
 
     return ReplayOptions(bag=str(bag), model_path=str(checkpoint), namespace=NODE_NAMESPACE, lockstep=True,
                          rate=0.0, use_sim_time=True, output_dir=str(out), frames=frames, idle_timeout=60.0,
-                         wait_timeout=300.0, lockstep_timeout=30.0)
+                         wait_timeout=300.0)
 
 
 def replay(out: Path, bag: Path, checkpoint: Path, frames: int, args: argparse.Namespace) -> dict[str, Any]:

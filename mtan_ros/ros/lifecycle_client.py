@@ -37,13 +37,14 @@ class LifecycleWatcher:
     """Keeps asking `target`'s get_state service and remembers the answer.
 
     `state` is the state reported by the node as it runs now (None while it does not
-    answer); `last_state` the last one it ever reported. `kind` is "unseen" (no node of
+    answer); `last_state` the last one it ever reported. The first request goes out
+    `settle` seconds after the service appeared. `kind` is "unseen" (no node of
     that name in the graph), "lifecycle", or "plain" (the node runs, offers services, and
     none of them is get_state, for `plain_after` seconds).
     """
 
     def __init__(self, node: Node, target: str, *, period: float = 0.2, request_timeout: float = 2.0,
-                 plain_after: float = 3.0) -> None:
+                 plain_after: float = 3.0, settle: float = 0.5) -> None:
         self.node = node
         self.namespace, self.name = split_fqn(target)
         self.target = f"{self.namespace.rstrip('/')}/{self.name}"
@@ -51,6 +52,8 @@ class LifecycleWatcher:
         self.period = period
         self.request_timeout = request_timeout
         self.plain_after = plain_after
+        self.settle = settle
+        self._ready_since: Optional[float] = None
         self.client = node.create_client(GetState, self.service)
         self.state: Optional[str] = None
         self.last_state: Optional[str] = None
@@ -78,9 +81,14 @@ class LifecycleWatcher:
         if self._future is None and now >= self._next_at:
             self._next_at = now + self.period
             if self.client.service_is_ready():
-                self._future = self.client.call_async(GetState.Request())
-                self._sent_at = now
+                # The client sees the service before the service sees the client's reply reader: a
+                # request sent at once gets no answer (and a "failed to send response" warning there).
+                self._ready_since = now if self._ready_since is None else self._ready_since
+                if now - self._ready_since >= self.settle:
+                    self._future = self.client.call_async(GetState.Request())
+                    self._sent_at = now
             else:
+                self._ready_since = None
                 self.state = None
                 self._classify(now)
         return self.state
