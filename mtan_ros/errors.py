@@ -72,10 +72,10 @@ class BagReadError(BagError):
 
 
 class BagCorruptError(BagReadError):
-    """The bag is damaged from some point on; every message before that point was delivered.
+    """The bag is damaged; raised after every intact message was delivered (the places: `Bag.damage`).
 
-    `messages_read` counts the messages handed out before the damage; `last_good_ns`
-    is the log time of the last of them (None when there was none).
+    `messages_read` counts the messages handed out; `last_good_ns` is the log time
+    of the last of them (None when there was none).
     """
 
     def __init__(self, message: str, messages_read: int = 0, last_good_ns: Optional[int] = None):

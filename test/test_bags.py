@@ -252,6 +252,217 @@ def test_corrupt_bytes_stop_the_reader(bag, tmp_path):
     assert got == full[:len(got)]
 
 
+# Six frames of ~66 kB in chunks closed after 100 kB: three chunks of two frames (eight messages) each.
+CHUNKED = 100_000
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    """(bag folder, its messages, [(byte offset, Chunk record)] of its three chunks), mcap."""
+    from mcap.stream_reader import StreamReader
+
+    from mtan_ros.data import open_dataset
+
+    dataset = open_dataset(None, split="val", format="synthetic", length=6, size=SIZE, seed=7)
+    out = tmp_path_factory.mktemp("chunked") / "bag"
+    write_bag(dataset, out, rate=RATE, start_ns=START_NS, progress=False, chunk_bytes=CHUNKED)
+    chunks = []
+    with open(out / "bag.mcap", "rb") as handle:
+        handle.seek(8)
+        offset = 8
+        for record in StreamReader(handle, skip_magic=True, emit_chunks=True).records:
+            if type(record).__name__ == "Chunk":
+                chunks.append((offset, record))
+            offset = handle.tell()
+    assert len(chunks) == 3
+    return out, read_all(out), chunks
+
+
+def _damaged_copy(bag: Path, dest: Path, at: int, size: int = 64, keep: "int | None" = None,
+                  with_metadata: bool = True) -> Path:
+    """A copy of `bag` with `size` bytes at `at` overwritten (and cut after `keep` bytes)."""
+    dest.mkdir()
+    storage = open_bag(bag).files[0]
+    raw = bytearray(storage.read_bytes())
+    raw[at:at + size] = bytes((i * 37 + 11) % 256 for i in range(size))
+    (dest / storage.name).write_bytes(bytes(raw[:keep]))
+    if with_metadata:
+        shutil.copy(bag / "metadata.yaml", dest / "metadata.yaml")
+    return dest
+
+
+def _read_damaged(bag: Path):
+    """(messages delivered, damage list, error) of a bag that must be reported as damaged."""
+    opened = open_bag(bag)
+    got = []
+    with pytest.raises(BagCorruptError) as caught:
+        for msg in opened.messages():
+            got.append(msg)
+    assert caught.value.messages_read == len(got) and opened.damage
+    return got, opened.damage, caught.value
+
+
+def _frames(msgs) -> list[int]:
+    return sorted({x.log_time_ns for x in msgs})
+
+
+def test_mcap_chunks_carry_crcs_and_whole_frames(chunked):
+    import zlib
+
+    bag, full, chunks = chunked
+    times = []
+    for _, chunk in chunks:
+        assert chunk.uncompressed_crc != 0 and chunk.uncompressed_crc == zlib.crc32(chunk.data)
+        times.append((chunk.message_start_time, chunk.message_end_time))
+    frames = _frames(full)
+    assert times == [(frames[0], frames[1]), (frames[2], frames[3]), (frames[4], frames[5])]
+    # Schemas and channels also stand before the first chunk: losing it loses no channel.
+    raw = (bag / "bag.mcap").read_bytes()[:chunks[0][0]]
+    assert all(topic.encode() in raw for topic in TOPICS)
+
+
+def test_overwritten_bytes_in_an_mcap_chunk_are_named_and_the_next_chunk_is_read(chunked, tmp_path):
+    bag, full, chunks = chunked
+    (offset, _), (next_offset, _) = chunks[1], chunks[2]
+    middle = offset + (next_offset - offset) // 2
+    got, damage, error = _read_damaged(_damaged_copy(bag, tmp_path / "bad", middle))
+    frames = _frames(full)
+    assert got == full[:8] + full[16:], "only the damaged chunk is lost, nothing altered is delivered"
+    assert len(damage) == 1
+    place = damage[0]
+    assert (place.where, place.offset, place.messages) == (f"chunk at byte {offset}", offset, 8)
+    assert "CRC" in place.problem and sorted(place.topics) == sorted(TOPICS)
+    assert (place.first_ns, place.last_ns) == (frames[2], frames[3])
+    text = str(error)
+    assert f"chunk at byte {offset} fails its CRC check (8 messages lost" in text and "Read 16 good messages" in text
+
+
+@pytest.mark.parametrize("with_footer", [True, False])
+def test_a_damaged_message_header_in_chunk_1_keeps_chunk_2(chunked, tmp_path, with_footer):
+    """The first message record of chunk 1 is garbled; without a footer the channels still come from the file."""
+    bag, full, chunks = chunked
+    offset, chunk = chunks[0]
+    raw = (bag / "bag.mcap").read_bytes()
+    pos = 0
+    while chunk.data[pos] != 0x05:  # schema and channel records come first
+        pos += 9 + int.from_bytes(chunk.data[pos + 1:pos + 9], "little")
+    first_message = offset + 49 + pos  # the chunk's records start after its 49-byte header (no compression)
+    assert raw[first_message:first_message + 9] == chunk.data[pos:pos + 9]
+    data_end = raw.rfind(b"\x0f" + (4).to_bytes(8, "little"))
+    got, damage, _ = _read_damaged(_damaged_copy(bag, tmp_path / "bad", first_message, 16,
+                                                 keep=None if with_footer else data_end,
+                                                 with_metadata=with_footer))
+    assert got == full[8:]
+    assert damage[0].where == f"chunk at byte {offset}" and damage[0].messages == 8
+    if not with_footer:
+        assert "without a footer" in damage[1].problem and len(damage) == 2
+
+
+def test_a_damaged_chunk_header_is_skipped_to_the_next_chunk(chunked, tmp_path):
+    bag, full, chunks = chunked
+    (offset, _), (next_offset, _) = chunks[1], chunks[2]
+    got, damage, _ = _read_damaged(_damaged_copy(bag, tmp_path / "bad", offset, 12))
+    assert got == full[:8] + full[16:]
+    place = damage[0]
+    assert place.where == f"bytes {offset}-{next_offset}" and f"skipped to byte {next_offset}" in place.problem
+    assert place.messages == 8 and sorted(place.topics) == sorted(TOPICS)  # from the summary's index
+
+
+def test_channels_come_from_the_summary_when_the_first_chunk_is_lost(tmp_path, sources):
+    """Other mcap writers (ros2 bag record) describe channels only in the first chunk; its loss costs no more."""
+    from mcap.writer import CompressionType, Writer
+
+    path = tmp_path / "other.mcap"
+    with open(path, "wb") as handle:
+        writer = Writer(handle, chunk_size=10_000, compression=CompressionType.NONE)
+        writer.start(profile="ros2")
+        schema = writer.register_schema(m.IMAGE_TYPE, "ros2msg", b"")
+        channel = writer.register_channel(m.IMAGE_TOPIC, "cdr", schema)
+        for i in range(3):
+            stamp = START_NS + i
+            writer.add_message(channel, stamp, m.image_cdr(sources[i][0], "rgb8", stamp), stamp)
+        writer.finish()
+    first_chunk = path.read_bytes().index(b"\x06", 8 + 9)  # header record, then the first chunk
+    raw = bytearray(path.read_bytes())
+    raw[first_chunk + 5000:first_chunk + 5064] = bytes(64)
+    path.write_bytes(bytes(raw))
+    got, damage, _ = _read_damaged(path)
+    assert [(x.topic, x.msgtype, x.log_time_ns) for x in got] == [(m.IMAGE_TOPIC, m.IMAGE_TYPE, START_NS + i)
+                                                                  for i in (1, 2)]
+    assert damage[0].where == f"chunk at byte {first_chunk}" and damage[0].messages == 1
+
+
+def test_bags_without_crcs_are_read_and_broken_records_named(tmp_path, dataset):
+    """rosbags writes CRC 0: such bags are read; damage shows only where a record does not parse."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    out = tmp_path / "plain"
+    with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection(m.IMAGE_TOPIC, m.IMAGE_TYPE, typestore=m.typestore())
+        for i in range(3):
+            rgb = frame_arrays(dataset[i], dataset.depth_encoding)[0]
+            writer.write(connection, START_NS + i, m.image_cdr(rgb, "rgb8", START_NS + i))
+    full = read_all(out)
+    assert [x.log_time_ns for x in full] == [START_NS + i for i in range(3)]
+    raw = (out / "plain.mcap").read_bytes()
+    second = raw.index(b"\x05", raw.index(full[1].data) - 40)  # the second message record's opcode
+    assert raw[second + 9 + 22:second + 9 + 22 + 16] == full[1].data[:16]
+    got, damage, _ = _read_damaged(_damaged_copy(out, tmp_path / "bad", second + 1, 8))
+    assert got == full[:1] and len(damage) == 1
+    assert "the chunk has no CRC" in damage[0].problem and damage[0].messages == 2
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("mode", ["FILE", "MESSAGE"])
+def test_zstd_compressed_bags_are_read(tmp_path, dataset, storage, mode):
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+    from mtan_ros.bags.make_bag import open_writer
+
+    writer = open_writer(tmp_path / "bag", storage)
+    writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+    writer.open()
+    connection = writer.add_connection(m.IMAGE_TOPIC, m.IMAGE_TYPE, typestore=m.typestore())
+    images = [m.image_cdr(frame_arrays(dataset[i], dataset.depth_encoding)[0], "rgb8", START_NS + i)
+              for i in range(3)]
+    for i, cdr in enumerate(images):
+        writer.write(connection, START_NS + i, cdr)
+    writer.close()
+    assert open_bag(tmp_path / "bag").files[0].name.endswith(".zstd") == (mode == "FILE")
+    assert [x.data for x in read_all(tmp_path / "bag")] == images
+
+
+def test_sqlite_rows_whose_message_does_not_parse_are_named(tmp_path, dataset):
+    """sqlite3 has no checksum: damage shows where it breaks a message's own structure."""
+    write_bag(dataset, tmp_path / "bag", storage="sqlite3", rate=RATE, start_ns=START_NS, progress=False)
+    full = read_all(tmp_path / "bag")
+    raw = (tmp_path / "bag" / "bag.db3").read_bytes()
+    second_depth = raw.index(b"32FC1", raw.index(b"32FC1") + 1)
+    got, damage, _ = _read_damaged(_damaged_copy(tmp_path / "bag", tmp_path / "bad", second_depth - 40))
+    assert got == [x for x in full if not (x.topic == m.DEPTH_GT_TOPIC and x.log_time_ns == full[4].log_time_ns)]
+    assert len(damage) == 1 and damage[0].where == "row 7" and "does not parse" in damage[0].problem
+    assert (damage[0].messages, damage[0].topics, damage[0].first_ns) == (1, [m.DEPTH_GT_TOPIC], full[4].log_time_ns)
+
+
+def test_sqlite_damage_inside_pixels_goes_unnoticed(tmp_path, dataset):
+    """The documented limit: overwritten pixel bytes of an sqlite3 row parse, so they are delivered as they are."""
+    write_bag(dataset, tmp_path / "bag", storage="sqlite3", rate=RATE, start_ns=START_NS, progress=False)
+    full = read_all(tmp_path / "bag")
+    raw = (tmp_path / "bag" / "bag.db3").read_bytes()
+    inside_image = raw.index(b"rgb8", raw.index(b"rgb8") + 1) + 10_000
+    got = read_all(_damaged_copy(tmp_path / "bag", tmp_path / "bad", inside_image))
+    assert len(got) == len(full) and sum(a != b for a, b in zip(got, full)) == 1
+
+
+def test_cut_sqlite_bag_counts_the_lost_rows(bag, tmp_path):
+    if open_bag(bag).storage != "sqlite3":
+        pytest.skip("sqlite3 layout")
+    size = open_bag(bag).files[0].stat().st_size
+    got, damage, _ = _read_damaged(_cut_copy(bag, tmp_path / "cut", int(size * 0.6), with_metadata=True))
+    assert len(got) + sum(d.messages for d in damage) == 12
+    assert damage[-1].where.startswith("row") and damage[-1].where.endswith("12")
+
+
 def test_interrupted_writer_keeps_a_complete_bag(dataset, tmp_path):
     """Ctrl-C while writing: the frame in progress is finished, the bag is closed and fully readable."""
 
@@ -296,7 +507,8 @@ def test_cli(tmp_path, capsys):
     args = ["--format", "synthetic", "--count", "2", "--size", *map(str, SIZE), "--out", str(out), "--no-progress",
             "--rate", "5", "--storage", "sqlite3"]
     assert main(args) == 0
-    assert "wrote 2 frames" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote 2 frames" in printed and f"{SIZE[0]}x{SIZE[1]})" in printed  # H x W, as in the README
     stamps = [x.log_time_ns for x in read_all(out) if x.topic == m.IMAGE_TOPIC]
     assert stamps[1] - stamps[0] == 200_000_000
     assert main(args) == 2

@@ -241,7 +241,7 @@ BAD_META = {
     "arch": ({"arch": "resnet"}, r"unknown architecture 'resnet'; this mtan_ros builds mtan, split, single"),
     "depth_channels": ({"tasks": {"semantic": 7, "depth": 4}}, r"task 'depth' has 1 output channel\(s\)"),
     "many_channels": ({"tasks": {"semantic": 7, "depth": 1, "extra": 100000}},
-                      r"task 'extra' has 100000 output channels; at most 256"),
+                      r"task 'extra' has 100000 output channels; at most 255"),
     "task_name": ({"tasks": {"semantic": 7, "de.pth": 1}}, r"task names must be non-empty strings without '.'"),
     "colour": ({"class_colors": [[0, 0, 300]] * 7}, r"class colours must be three integers 0..255"),
     "text_mean": ({"mean": "0.5"}, r"mean must be a list, got '0.5'"),

@@ -61,3 +61,52 @@ def test_unknown_device(ros, tiny_checkpoint):
 def test_bad_parameter_values(ros, tiny_checkpoint, param, words):
     code, output = run_node(ros, f"model_path:={tiny_checkpoint}", param)
     assert_refused(code, output, words)
+
+
+def _edited_checkpoint(source, path, **meta):
+    """`source` with metadata fields replaced in the file itself, as a hostile user would."""
+    import torch
+
+    payload = torch.load(source, weights_only=True)
+    model = dict(payload["meta"]["model"])
+    for key in ("tasks", "width"):
+        if key in meta:
+            model[key] = meta.pop(key)
+    payload["meta"] = {**payload["meta"], "model": model, **meta}
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("name,meta,words", [
+    ("width8", {"width": 8.0}, "width 8.0"),
+    ("huge_input", {"input_size": [8000, 8000]}, "8000"),
+    ("odd_input", {"input_size": [63, 127]}, "not a multiple of 32"),
+])
+def test_crafted_checkpoints_are_one_line_refusals(ros, tiny_checkpoint, tmp_path, name, meta, words):
+    path = _edited_checkpoint(tiny_checkpoint, tmp_path / f"{name}.pt", **meta)
+    code, output = run_node(ros, f"model_path:={path}")
+    assert_refused(code, output, "cannot load model_path", words)
+
+
+def test_more_classes_than_mono8_can_carry_are_refused(ros, tiny_checkpoint, tmp_path):
+    """300 classes: class ids would wrap around in a mono8 image, so the model is refused in one line."""
+    names = [f"class{i}" for i in range(300)]
+    path = _edited_checkpoint(tiny_checkpoint, tmp_path / "300.pt", tasks={"semantic": 300, "depth": 1},
+                              class_names=names, class_colors=[[i % 256, 0, 0] for i in range(300)])
+    code, output = run_node(ros, f"model_path:={path}")
+    assert_refused(code, output, "300 output channels", "mono8")
+
+
+@pytest.mark.parametrize("signame,delay", [("SIGTERM", 0.5), ("SIGTERM", 1.5), ("SIGTERM", 3.0), ("SIGINT", 2.0)])
+def test_a_stop_signal_at_any_moment_of_start_up_exits_cleanly(ros, tiny_checkpoint, signame, delay):
+    """What `docker stop` and `systemctl stop` do to a node that is still importing or loading its model."""
+    import signal
+    import time
+
+    with NodeProcess(ros, ["--ros-args", "-p", f"model_path:={tiny_checkpoint}"],
+                     namespace=f"{ros.namespace}_{signame}_{int(delay * 10)}") as proc:
+        time.sleep(delay)
+        code = proc.stop(getattr(signal, signame), timeout=60)
+        output = proc.output()
+    assert code == 0, output
+    assert "Traceback" not in output and "Error" not in output, output

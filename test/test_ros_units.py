@@ -1,5 +1,5 @@
-"""The node's building blocks without DDS: point clouds, camera_info scaling, the frame slot,
-throttling, diagnostics, QoS and the parameter defaults file."""
+"""The node's building blocks without DDS: point clouds, camera_info checks and scaling, the frame
+slot, throttling, diagnostics, the camera QoS decision, the silence diagnosis and the parameters."""
 from __future__ import annotations
 
 import threading
@@ -14,8 +14,9 @@ from ros_helpers import camera_info_msg  # noqa: E402
 from sensor_msgs.msg import PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from mtan_ros.errors import ConfigError  # noqa: E402
 from mtan_ros.ros import params as ros_params  # noqa: E402
-from mtan_ros.ros import qos  # noqa: E402
+from mtan_ros.ros import perception_params, qos  # noqa: E402
 from mtan_ros.ros.diagnostics import (  # noqa: E402
     LatencyWindow,
     PipelineStats,
@@ -24,7 +25,14 @@ from mtan_ros.ros.diagnostics import (  # noqa: E402
     status_values,
 )
 from mtan_ros.ros.frame_slot import LatestFrameSlot  # noqa: E402
-from mtan_ros.ros.pointcloud import PointCloudBuilder, cloud_to_array, intrinsics_for, scaled_camera_info  # noqa: E402
+from mtan_ros.ros.input_monitor import InputMonitor  # noqa: E402
+from mtan_ros.ros.pointcloud import (  # noqa: E402
+    PointCloudBuilder,
+    camera_info_problem,
+    cloud_to_array,
+    intrinsics_for,
+    scaled_camera_info,
+)
 from mtan_ros.ros.throttle import Throttle  # noqa: E402
 
 
@@ -89,6 +97,23 @@ def test_point_cloud_refuses_uncalibrated_camera_info():
     with pytest.raises(ValueError, match="calibrate"):
         PointCloudBuilder().build(Header(), np.ones((6, 8), np.float32), np.zeros((6, 8, 3), np.uint8),
                                   np.zeros((6, 8), np.uint8), info)
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"k": [float("inf"), 0, 4, 0, 10, 3, 0, 0, 1]}, "non-finite"),
+    ({"d": [float("nan")] * 5}, "non-finite"),
+    ({"k": [0.0] * 9}, "no focal length"),
+    ({"width": 1, "height": 1}, "1x1 image"),
+    ({"k": [10.0, 0, 500.0, 0, 10.0, 3.0, 0, 0, 1]}, "principal point"),
+])
+def test_camera_info_that_cannot_place_points_is_named(change, words):
+    info = camera_info_msg(8, 6)
+    assert camera_info_problem(info) is None
+    for key, value in change.items():
+        setattr(info, key, value)
+    assert words in camera_info_problem(info)
+    with pytest.raises(ValueError, match=words):
+        intrinsics_for(info, 8, 6)
 
 
 def test_point_cloud_empty_when_no_depth():
@@ -190,48 +215,155 @@ def test_pipeline_stats_to_diagnostic_status():
 
 
 def test_qos_choices():
-    from rclpy.qos import HistoryPolicy, ReliabilityPolicy
+    from rclpy.qos import HistoryPolicy
 
-    assert qos.image_input_qos().reliability == ReliabilityPolicy.BEST_EFFORT
-    assert qos.image_input_qos().depth == 1 and qos.image_input_qos().history == HistoryPolicy.KEEP_LAST
-    assert qos.output_qos().reliability == ReliabilityPolicy.RELIABLE
-    assert qos.camera_info_qos().reliability == ReliabilityPolicy.BEST_EFFORT
+    assert qos.input_qos().depth == 1 and qos.input_qos().history == HistoryPolicy.KEEP_LAST
+    assert qos.output_qos().reliability == qos.RELIABLE
+    assert qos.playback_qos().reliability == qos.RELIABLE
+
+
+def test_input_reliability_follows_the_camera():
+    from rclpy.qos import ReliabilityPolicy
+
+    choose = qos.choose_input_reliability
+    assert choose("auto", [], qos.BEST_EFFORT) == qos.BEST_EFFORT       # nobody there: unchanged
+    assert choose("auto", [], qos.RELIABLE) == qos.RELIABLE
+    assert choose("auto", [qos.RELIABLE]) == qos.RELIABLE               # a default driver: repair lost fragments
+    assert choose("auto", [ReliabilityPolicy.SYSTEM_DEFAULT]) == qos.RELIABLE
+    assert choose("auto", [qos.RELIABLE, qos.BEST_EFFORT]) == qos.BEST_EFFORT  # a reliable reader would miss one
+    assert choose("auto", [ReliabilityPolicy.UNKNOWN]) == qos.BEST_EFFORT
+    assert choose("reliable", [qos.BEST_EFFORT]) == qos.RELIABLE       # pinned by the user
+    assert choose("best_effort", [qos.RELIABLE]) == qos.BEST_EFFORT
+
+
+# ---------------------------------------------------------------- silence diagnosis
+
+
+def test_monitor_explains_a_best_effort_camera_that_delivers_nothing():
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=3.0, profile_hint="/share/fastdds_shm.xml", clock=clock)
+    monitor.observe_graph(["best effort"], matched=1, subscribed="best effort")
+    monitor.expect_frames(1280, 720)
+    clock.now += 2.0
+    assert monitor.problem() is None          # give it a moment
+    monitor.on_lost(17)
+    clock.now += 1.5
+    problem = monitor.problem()
+    assert problem.code == "best_effort_camera"
+    assert "no complete frame" in problem.text and "17 lost" in problem.text and "1280x720" in problem.text
+    assert "FASTDDS_DEFAULT_PROFILES_FILE=/share/fastdds_shm.xml" in problem.text and "reliable" in problem.text
+    monitor.on_frame()                         # frames flow again: the silence is over
+    assert monitor.problem() is None or monitor.problem().code != "best_effort_camera"
+
+
+def test_monitor_explains_a_pinned_best_effort_reader_and_a_quiet_reliable_camera():
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=3.0, clock=clock)
+    monitor.observe_graph(["reliable"], matched=1, subscribed="best effort")
+    clock.now += 3.5
+    assert monitor.problem().code == "best_effort_reader"
+    assert "input_reliability: auto" in monitor.problem().text
+    monitor.observe_graph(["reliable"], matched=1, subscribed="reliable")
+    assert monitor.problem().code == "no_frames" and "ros2 topic hz /cam/image_raw" in monitor.problem().text
+
+
+def test_monitor_explains_a_publisher_that_never_matches():
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=3.0, clock=clock)
+    monitor.observe_graph(["best effort"], matched=0, subscribed="reliable")
+    clock.now += 1.0
+    assert monitor.problem() is None
+    monitor.on_incompatible("reliability")    # the middleware's event says it at once
+    problem = monitor.problem()
+    assert problem.code == "incompatible" and "reliability" in problem.text and "input_reliability" in problem.text
+    monitor.observe_graph(["best effort"], matched=1, subscribed="best effort")
+    monitor.on_frame()
+    assert monitor.problem() is None
+
+
+def test_monitor_reports_heavy_losses_while_some_frames_arrive():
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, clock=clock)
+    monitor.observe_graph(["best effort"], matched=1, subscribed="best effort")
+    for _ in range(3):
+        monitor.on_frame()
+    monitor.on_lost(12)
+    clock.now += 2.5
+    problem = monitor.problem()
+    assert problem.code == "lossy" and "12 of 15 frames" in problem.text
+    monitor.on_new_subscription()              # a re-created subscription counts losses from 0 again
+    monitor.on_lost(1)
+    assert monitor.lost == 13
+    for _ in range(20):
+        monitor.on_frame()
+    clock.now += 2.5
+    assert monitor.problem() is None
 
 
 # ---------------------------------------------------------------- parameters
 
 
 def test_defaults_file_declares_exactly_the_node_parameters():
-    values = ros_params.load_defaults()
-    assert set(values) == {spec.name for spec in ros_params.SPECS}
-    for spec in ros_params.SPECS:
+    values = perception_params.load_perception_defaults()
+    assert set(values) == {spec.name for spec in perception_params.SPECS}
+    for spec in perception_params.SPECS:
         assert isinstance(values[spec.name], spec.kind), spec.name
         assert spec.description
         if spec.range is not None:
             assert spec.range[0] <= values[spec.name] <= spec.range[1], spec.name
-        if not spec.runtime:
-            assert "restart" in spec.restart_reason
+        if spec.choices is not None:
+            assert values[spec.name] in spec.choices, spec.name
+    assert values["max_input_pixels"] == 4096 * 3072 and values["autostart"] is True
 
 
 def test_defaults_file_mistakes_are_reported(tmp_path):
-    good = ros_params.load_defaults()
+    good = perception_params.load_perception_defaults()
     bad = dict(good, overlay_alpa=0.3)
     del bad["overlay_alpha"]
     path = tmp_path / "p.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": bad}}))
-    with pytest.raises(ros_params.ConfigError, match=r"missing parameters \['overlay_alpha'\].*overlay_alpa"):
-        ros_params.load_defaults(path)
+    with pytest.raises(ConfigError, match=r"missing parameters \['overlay_alpha'\].*overlay_alpa"):
+        perception_params.load_perception_defaults(path)
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(good, points_stride="4")}}))
-    with pytest.raises(ros_params.ConfigError, match="points_stride must be an integer"):
-        ros_params.load_defaults(path)
+    with pytest.raises(ConfigError, match="points_stride must be an integer"):
+        perception_params.load_perception_defaults(path)
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(good, output_resolution="half")}}))
+    with pytest.raises(ConfigError, match="output_resolution must be one of camera, model"):
+        perception_params.load_perception_defaults(path)
     # an int where a float is declared is fine; node-specific sections override /**
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(good, max_depth=80)},
                                     "perception_node": {"ros__parameters": {"overlay_alpha": 0.25}}}))
-    loaded = ros_params.load_defaults(path)
+    loaded = perception_params.load_perception_defaults(path)
     assert loaded["max_depth"] == 80.0 and isinstance(loaded["max_depth"], float)
     assert loaded["overlay_alpha"] == 0.25
+
+
+def test_parameter_values_are_checked_and_quoted_briefly():
+    spec = ros_params.ParamSpec("encoding", str, "x", choices=("a", "b"))
+    with pytest.raises(ConfigError) as info:
+        ros_params.coerce(spec, "z" * 100_000)
+    assert len(str(info.value)) < 200
+    ranged = ros_params.ParamSpec("alpha", float, "x", range=(0.0, 1.0))
+    assert ros_params.coerce(ranged, 1) == 1.0
+    for bad in (2, float("nan"), "half", True):
+        with pytest.raises(ConfigError, match="alpha"):
+            ros_params.coerce(ranged, bad)
+    listed = ros_params.ParamSpec("topics", list, "x", default=[""])
+    assert ros_params.coerce(listed, ["", "/a"]) == ["/a"]
+
+
+def test_when_a_parameter_change_is_refused():
+    configure = perception_params.SPEC_BY_NAME["model_path"]
+    runtime = perception_params.SPEC_BY_NAME["max_depth"]
+    startup = perception_params.SPEC_BY_NAME["autostart"]
+    assert ros_params.refuse_change(runtime, configured=True, node_name="/n") is None
+    assert ros_params.refuse_change(configure, configured=False, node_name="/n") is None
+    reason = ros_params.refuse_change(configure, configured=True, node_name="/cam/perception_node")
+    assert "ros2 lifecycle set /cam/perception_node deactivate" in reason and "cleanup" in reason
+    assert "restart" in ros_params.refuse_change(startup, configured=False, node_name="/n")
+    assert ros_params.descriptor(startup).read_only and not ros_params.descriptor(runtime).read_only
 
 
 def test_throttle_thread_safety_smoke():
@@ -281,17 +413,3 @@ def test_shipped_fastdds_profile_keeps_udp_and_enlarges_shared_memory():
     assert participant.get("is_default_profile") == "true"
     used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)]
     assert sorted(used) == sorted(kinds)
-
-
-def test_set_nan_beyond_matches_mask_assignment():
-    from mtan_ros.ros.perception_node import set_nan_beyond
-
-    rng = np.random.default_rng(3)
-    depth = (rng.random((40, 60)) * 150).astype(np.float32)
-    depth[::7, ::5] = np.nan
-    depth[1, 1], depth[2, 2] = np.inf, 100.0
-    want = depth.copy()
-    want[want > 100.0] = np.nan
-    set_nan_beyond(depth, 100.0)
-    np.testing.assert_array_equal(depth, want)  # NaN positions equal, values equal elsewhere
-    assert depth[2, 2] == 100.0 and np.isnan(depth[1, 1])

@@ -2,8 +2,9 @@
 
 - `make_bag`: `mtan-make-bag`, a dataset split -> rosbag2 (mcap or sqlite3) with
   image, camera_info, depth and label ground truth (see its module doc for the topics);
-- `reader`: `open_bag(path).messages()`, a sequential reader that also plays damaged
-  bags up to their last intact message and then raises `BagCorruptError`;
+- `reader`: `open_bag(path).messages()`, a sequential reader that hands out every intact
+  message of a damaged bag, lists what was lost in `Bag.damage` and then raises
+  `BagCorruptError`;
 - `messages`: CDR bytes of the messages, built and parsed with the rosbags type store,
   and the default topic names shared by the player, the evaluator and the launch file;
 - `replay_eval`: `ReplayEvaluator`, pairing predictions with ground truth by stamp and

@@ -15,13 +15,18 @@ camera's optical frame:
   /camera/semantic_gt   sensor_msgs/Image mono8 class ids, 255 = void
 The bag's metadata (custom_data "mtan_ros") records the classes, source and rate.
 
-Bags are written with the `rosbags` library (no ROS needed) and open with
-`ros2 bag info/play`, rosbags and mcap readers. Ctrl-C stops after the current
-frame and closes the bag properly, so every frame written so far stays playable.
+Bags are written with the `rosbags` library (no ROS needed; it writes metadata.yaml
+and sqlite3 files) and, for mcap, the `mcap` library's writer (`McapStorage`), so
+that every chunk carries a CRC and readers can tell a damaged chunk from an intact
+one; they open with `ros2 bag info/play`, rosbags and mcap readers. Ctrl-C stops
+after the current frame and closes the bag properly, so every frame written so
+far stays playable.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import math
 import shutil
@@ -36,10 +41,97 @@ import numpy as np
 
 
 from . import messages as m
+from ..cli import run_command
 from ..errors import MakeBagError  # noqa: F401 (re-exported)
 
 STORAGES = ("mcap", "sqlite3")
 FORMATS = ("auto", "npy", "raw", "synthetic")
+# A chunk is closed at the first frame boundary after this many bytes: chunks hold whole frames,
+# so a damaged chunk costs whole frames, and about this much data.
+MCAP_CHUNK_BYTES = 1 << 20
+
+
+def hxw(height: int, width: int) -> str:
+    """An image size as every bag tool prints it: height x width, like the README and the bag metadata."""
+    return f"{int(height)}x{int(width)}"
+
+
+class McapStorage:
+    """rosbags' storage-writer interface (rosbags.rosbag2.Writer.STORAGE_PLUGINS) on the `mcap` writer.
+
+    Why: rosbags writes every mcap chunk with CRC 0, so a reader cannot tell altered
+    bytes from intact ones. This writes the same rosbag2 layout (profile ros2, ros2msg
+    schemas, cdr channels with offered_qos_profiles and topic_type_hash, the rosbag2
+    metadata record) with CRCs, closes chunks only between frames (log times), and
+    also writes schemas and channels outside the first chunk, so that losing that chunk
+    does not make the others unreadable.
+    """
+
+    def __init__(self, path: Path, compression: Any, *, chunk_bytes: int = MCAP_CHUNK_BYTES) -> None:
+        from mcap.writer import CompressionType, Writer
+        from rosbags.rosbag2 import CompressionMode
+
+        self.path = path / f"{path.name}.mcap"
+        self._file = self.path.open("xb")
+        # Writer.flush() (closing a chunk on demand) is recent; without it the library closes chunks by size.
+        self._by_frame = hasattr(Writer, "flush")
+        # No data-section CRC: the records _top_level writes past the library would not be in it.
+        options = {"enable_data_crcs": False} if "enable_data_crcs" in inspect.signature(Writer).parameters else {}
+        self._writer = Writer(self._file, chunk_size=(1 << 62) if self._by_frame else chunk_bytes,
+                              compression=CompressionType.ZSTD if compression == CompressionMode.STORAGE
+                              else CompressionType.NONE, enable_crcs=True, **options)
+        self._writer.start(profile="ros2", library="mtan_ros mtan-make-bag")
+        self._chunk_bytes = int(chunk_bytes)
+        self._schemas: dict[str, int] = {}
+        self._channels: dict[int, int] = {}
+        self._pending = 0
+        self._log_time: Optional[int] = None
+
+    def _top_level(self, record: Any) -> None:
+        from mcap.data_stream import RecordBuilder
+
+        builder = RecordBuilder()
+        record.write(builder)
+        self._file.write(builder.end())
+
+    def add_msgtype(self, connection: Any) -> None:
+        from mcap.records import Schema
+        from rosbags.interfaces import MessageDefinitionFormat
+
+        encoding = "ros2msg" if connection.msgdef.format == MessageDefinitionFormat.MSG else "ros2idl"
+        data = connection.msgdef.data.encode()
+        schema_id = self._writer.register_schema(connection.msgtype, encoding, data)
+        self._schemas[connection.msgtype] = schema_id
+        self._top_level(Schema(id=schema_id, name=connection.msgtype, encoding=encoding, data=data))
+
+    def add_connection(self, connection: Any, offered_qos_profiles: str) -> None:
+        from mcap.records import Channel
+
+        metadata = {"offered_qos_profiles": offered_qos_profiles, "topic_type_hash": connection.digest}
+        encoding = connection.ext.serialization_format
+        schema_id = self._schemas[connection.msgtype]
+        channel_id = self._writer.register_channel(connection.topic, encoding, schema_id, metadata)
+        self._channels[connection.id] = channel_id
+        self._top_level(Channel(id=channel_id, topic=connection.topic, message_encoding=encoding,
+                                schema_id=schema_id, metadata=metadata))
+
+    def write(self, connection: Any, timestamp: int, data: "bytes | memoryview") -> None:
+        if self._by_frame and timestamp != self._log_time and self._pending >= self._chunk_bytes:
+            self._writer.flush()
+            self._pending = 0
+        self._writer.add_message(self._channels[connection.id], timestamp, bytes(data), timestamp)
+        self._pending += len(data)
+        self._log_time = timestamp
+
+    def close(self, version: int, metadata: str) -> None:  # noqa: ARG002 - the interface's signature
+        if self._by_frame:
+            self._writer.flush()
+        self._writer.add_metadata("rosbag2", {"serialized_metadata": metadata})
+        self._writer.finish()
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()
 
 
 @dataclass
@@ -49,6 +141,12 @@ class BagTopics:
     camera_info: str = m.CAMERA_INFO_TOPIC
     depth_gt: str = m.DEPTH_GT_TOPIC
     semantic_gt: str = m.SEMANTIC_GT_TOPIC
+
+    @classmethod
+    def under(cls, base: str) -> "BagTopics":
+        """The default topics with their /camera prefix replaced by `base` (a namespace of one's own)."""
+        prefix = m.IMAGE_TOPIC.rsplit("/", 1)[0]
+        return cls(**{name: base + topic[len(prefix):] for name, topic in vars(cls()).items()})
 
 
 @dataclass
@@ -101,15 +199,14 @@ def _interrupt_flag():
 def write_bag(dataset: Any, out: "str | Path", *, storage: str = "mcap", rate: float = m.DEFAULT_RATE_HZ,
               compressed: Optional[str] = None, limit: Optional[int] = None, frame_id: str = m.FRAME_ID,
               start_ns: Optional[int] = None, topics: BagTopics = BagTopics(), progress: bool = True,
-              custom: Optional[dict[str, Any]] = None) -> BagSummary:
+              custom: Optional[dict[str, Any]] = None, chunk_bytes: int = MCAP_CHUNK_BYTES) -> BagSummary:
     """Write frames 0..limit-1 of `dataset` (see the module doc for the topics) as a bag at `out`.
 
     dataset: a mtan_ros.data dataset (items with image/semantic/depth, `.camera(i)`,
     `.depth_encoding`, `.classes`). compressed: None, "jpeg" or "png". start_ns: stamp of
-    the first frame (default: now, rounded to the second).
+    the first frame (default: now, rounded to the second). chunk_bytes: mcap chunk size
+    (see MCAP_CHUNK_BYTES).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     if storage not in STORAGES:
         raise MakeBagError(f"storage must be one of {', '.join(STORAGES)}; got {storage!r}")
     if not (math.isfinite(rate) and rate > 0):
@@ -135,8 +232,7 @@ def write_bag(dataset: Any, out: "str | Path", *, storage: str = "mcap", rate: f
         "topics": vars(topics), **(custom or {}),
     }
 
-    writer = Writer(out, version=Writer.VERSION_LATEST,
-                    storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    writer = open_writer(out, storage, chunk_bytes)
     writer.set_custom_data("mtan_ros", json.dumps(info))
     store = m.typestore()
     state, previous = _interrupt_flag()
@@ -158,8 +254,8 @@ def write_bag(dataset: Any, out: "str | Path", *, storage: str = "mcap", rate: f
             rgb, metres, labels = frame_arrays(dataset[index], encoding)
             camera = dataset.camera(index)
             if (int(camera.height), int(camera.width)) != rgb.shape[:2]:
-                raise MakeBagError(f"frame {index}: the camera describes {camera.width}x{camera.height} images but "
-                                   f"the image is {rgb.shape[1]}x{rgb.shape[0]}")
+                raise MakeBagError(f"frame {index}: the camera describes {hxw(camera.height, camera.width)} (HxW) "
+                                   f"images but the image is {hxw(*rgb.shape[:2])}")
             stamp = start_ns + int(round(index * period_ns))
             if compressed:
                 image_bytes = m.compressed_cdr(rgb, stamp, frame_id, fmt=compressed)
@@ -194,6 +290,17 @@ def write_bag(dataset: Any, out: "str | Path", *, storage: str = "mcap", rate: f
     seconds = time.perf_counter() - started
     return BagSummary(out, storage, written, n_messages, n_bytes, seconds, tuple(dataset.image_size),
                       interrupted=written < count)
+
+
+def open_writer(out: "str | Path", storage: str = "mcap", chunk_bytes: int = MCAP_CHUNK_BYTES) -> Any:
+    """A rosbags Writer (not yet opened) for a bag at `out`; mcap files go through McapStorage (CRCs)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    writer = Writer(out, version=Writer.VERSION_LATEST,
+                    storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+    writer.STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS,
+                              StoragePlugin.MCAP: functools.partial(McapStorage, chunk_bytes=chunk_bytes)}
+    return writer
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -267,34 +374,35 @@ def _remove_bag(out: Path) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("mtan-make-bag", lambda: _make(args), interrupted_hint=f"'{args.out}' may be incomplete")
+
+
+def _make(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.limit is not None and args.limit <= 0:
+        raise MakeBagError(f"--limit must be positive; got {args.limit}")
+    if args.count <= 0:
+        raise MakeBagError(f"--count must be positive; got {args.count}")
+    if out.exists():
+        if not args.overwrite:
+            raise MakeBagError(f"'{out}' already exists; choose another --out or pass --overwrite")
+        _remove_bag(out)
+    dataset = open_source(args.data, args.format, args.split, args.size, args.classes, args.count, args.seed,
+                          args.depth_scale)
+    source = {"source": "synthetic" if args.format == "synthetic" else str(args.data),
+              "format": args.format, "split": args.split,
+              "dataset": dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__}
+    start_ns = None if args.start_time is None else int(round(args.start_time * 1e9))
     try:
-        if args.limit is not None and args.limit <= 0:
-            raise MakeBagError(f"--limit must be positive; got {args.limit}")
-        if args.count <= 0:
-            raise MakeBagError(f"--count must be positive; got {args.count}")
-        if out.exists():
-            if not args.overwrite:
-                raise MakeBagError(f"'{out}' already exists; choose another --out or pass --overwrite")
-            _remove_bag(out)
-        dataset = open_source(args.data, args.format, args.split, args.size, args.classes, args.count, args.seed,
-                              args.depth_scale)
-        source = {"source": "synthetic" if args.format == "synthetic" else str(args.data),
-                  "format": args.format, "split": args.split,
-                  "dataset": dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__}
-        start_ns = None if args.start_time is None else int(round(args.start_time * 1e9))
         summary = write_bag(dataset, out, storage=args.storage, rate=args.rate, compressed=args.compressed,
                             limit=args.limit, frame_id=args.frame_id, start_ns=start_ns,
                             progress=not args.no_progress, custom=source)
-    except KeyboardInterrupt:
-        print(f"mtan-make-bag: interrupted; '{out}' may be incomplete", file=sys.stderr)
-        return 130
-    except (MakeBagError, ValueError, OSError, ImportError) as exc:  # DataError is a ValueError
-        print(f"mtan-make-bag: error: {exc}", file=sys.stderr)
-        return 2
-    height, width = summary.image_size
+    except ImportError as exc:  # rosbags, mcap or OpenCV missing: the message says what to install
+        raise MakeBagError(str(exc)) from None
+    except OSError as exc:
+        raise MakeBagError(f"cannot write '{out}': {exc}") from None
     print(f"wrote {summary.frames} frames ({summary.messages} messages, {summary.bytes / 1e6:.1f} MB, "
-          f"{width}x{height}) to '{summary.path}' ({summary.storage}) in {summary.seconds:.1f} s: "
+          f"{hxw(*summary.image_size)}) to '{summary.path}' ({summary.storage}) in {summary.seconds:.1f} s: "
           f"{summary.frames_per_s:.1f} frames/s, {summary.megabytes_per_s:.1f} MB/s")
     if summary.interrupted:
         print(f"interrupted: the bag holds the first {summary.frames} frames and is complete", file=sys.stderr)

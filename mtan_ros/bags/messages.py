@@ -186,3 +186,36 @@ def labels_to_mono8(labels: np.ndarray, num_classes: Optional[int] = None) -> np
     labels = np.asarray(labels).astype(np.int64)
     upper = VOID_LABEL if num_classes is None else min(int(num_classes), VOID_LABEL)
     return np.where((labels >= 0) & (labels < upper), labels, VOID_LABEL).astype(np.uint8)
+
+
+def cdr_problem(cdr: bytes | memoryview, msgtype: str) -> Optional[str]:
+    """Why `cdr` cannot be an intact `msgtype` message, or None when nothing shows.
+
+    Why: sqlite3 rows and the messages of a cut-off mcap chunk carry no checksum,
+    so the only evidence of damage is the message itself. This catches a bad
+    encapsulation header, fields that do not parse, strings that are not text, a
+    length that does not match the message's end, and an Image whose data size
+    disagrees with its height and step. It cannot see altered pixel bytes.
+    Types outside the type store are only checked for their CDR header.
+    """
+    head = bytes(cdr[:4])
+    if len(head) < 4 or head[0] != 0 or head[1] not in (0, 1):
+        return "its CDR encapsulation header is invalid"
+    store = typestore()
+    if msgtype not in store.types:
+        return None
+    try:
+        msg = store.deserialize_cdr(bytes(cdr), msgtype)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means the bytes are not this message
+        return f"it does not parse as {msgtype} ({' '.join(str(exc).split())})"
+    if msgtype == IMAGE_TYPE:
+        size = len(msg.data)
+        if size != msg.step * msg.height:
+            return f"its {size} data bytes do not match height {msg.height} x step {msg.step}"
+        if msg.encoding in _ENCODINGS:
+            dtype, channels = _ENCODINGS[msg.encoding]
+            if msg.step < msg.width * channels * np.dtype(dtype).itemsize:
+                return f"its step {msg.step} is shorter than a row of {msg.width} {msg.encoding} pixels"
+    elif msgtype == COMPRESSED_TYPE and len(msg.data) == 0:
+        return "it holds no compressed data"
+    return None

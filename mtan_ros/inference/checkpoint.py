@@ -42,7 +42,7 @@ MAX_WIDTH = 2.0
 MAX_INPUT_SIDE = 2048
 MAX_INPUT_PIXELS = 2048 * 1024
 MAX_TASKS = 8
-MAX_TASK_CHANNELS = 256  # labels are published as mono8 class ids
+MAX_TASK_CHANNELS = 255  # class ids travel as mono8 images, where 255 means void
 MAX_TASK_NAME = 64
 
 _GET_ONE = "use a checkpoint written by `mtan-train` (best.pt or last.pt in its --out folder)"
@@ -75,7 +75,7 @@ class ModelSpec:
                 raise ValueError(f"task name {name[:20]!r}... is longer than {MAX_TASK_NAME} characters")
             if channels > MAX_TASK_CHANNELS:
                 raise ValueError(f"task {name!r} has {channels} output channels; at most {MAX_TASK_CHANNELS} "
-                                 "are supported")
+                                 "are supported (class ids are published as mono8 images, 255 = void)")
         width = self.width
         if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) \
                 or not MIN_WIDTH <= width <= MAX_WIDTH:

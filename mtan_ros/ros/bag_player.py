@@ -26,9 +26,19 @@ and they subscribe), `wait_for_subscribers` topics (default: the image topics it
 plays) have subscribers and `wait_for_publishers` topics (and in lockstep
 `lockstep_topic`) have publishers; at most `wait_timeout` seconds.
 At the end it waits until reliable subscribers have acknowledged the last frames.
+
+Damaged bags: every intact message is played; each damaged place the reader
+found (file, byte or row, messages lost, their topics and log times) is logged
+as an error at the end and the player exits with code 1. A last frame that
+lacks topics every other frame has (a recording cut off mid-frame) is reported
+with a warning naming them, and played only if it holds a camera image (ground
+truth alone would count as a frame the node dropped). A bag without any
+playable frame (no camera image can be read) stops the player at once with
+code 1, before it waits for its peers.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import time
@@ -43,7 +53,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from mtan_ros.errors import PlayerError  # noqa: F401 (re-exported)
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
-from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, open_bag
+from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, Damage, open_bag
 from mtan_ros.ros.lifecycle_client import ACTIVE, LifecycleWatcher
 from mtan_ros.ros.plain_params import declare_plain_parameters
 
@@ -81,15 +91,24 @@ class Tick:
     messages: list[BagMessage] = field(default_factory=list)
     image_stamp_ns: Optional[int] = None
 
+    @property
+    def topics(self) -> set[str]:
+        return {msg.topic for msg in self.messages}
+
 
 @dataclass
 class PlayStats:
+    """What a run played; `damaged` (the reader's error) and `damage` (its places) when the bag is damaged."""
+
     frames: int = 0
     messages: int = 0
     timeouts: int = 0
     lost: int = 0
     seconds: float = 0.0
     damaged: Optional[str] = None
+    damage: list[Damage] = field(default_factory=list)
+    incomplete_last: list[str] = field(default_factory=list)  # topics the last frame lacks
+    last_played: bool = True  # False when an incomplete last frame was held back
 
 
 def message_class(msgtype: str) -> Any:
@@ -263,23 +282,64 @@ class BagPlayer(Node):
         self._tick_clock(force=True)
 
     # ------------------------------------------------------------------ playing
-    def ticks(self) -> Iterator[Tick]:
-        """Messages grouped by log time; a BagCorruptError ends the iteration after the last good one."""
+    def ticks(self, stats: Optional[PlayStats] = None) -> Iterator[Tick]:
+        """Every intact message grouped by log time; the reader's damage report goes into `stats`.
+
+        The last frame is held until the bag ends: if it lacks topics that every other
+        frame has, a warning names them and it is played only when it holds a camera image.
+        """
+        stats = PlayStats() if stats is None else stats
+        common: Optional[set[str]] = None  # topics every frame so far has
         current: Optional[Tick] = None
-        for msg in self.bag.messages(self.publishers_by_topic):
-            if current is not None and msg.log_time_ns != current.log_time_ns:
-                yield current
-                current = None
-            if current is None:
-                current = Tick(msg.log_time_ns)
-            current.messages.append(msg)
-            if msg.topic in self.image_topics and current.image_stamp_ns is None:
-                try:
-                    current.image_stamp_ns = header_stamp_ns(msg.data)
-                except ValueError:
-                    pass
-        if current is not None:
-            yield current
+        try:
+            for msg in self.bag.messages(self.publishers_by_topic):
+                if current is not None and msg.log_time_ns != current.log_time_ns:
+                    common = current.topics if common is None else common & current.topics
+                    yield current
+                    current = None
+                if current is None:
+                    current = Tick(msg.log_time_ns)
+                current.messages.append(msg)
+                if msg.topic in self.image_topics and current.image_stamp_ns is None:
+                    try:
+                        current.image_stamp_ns = header_stamp_ns(msg.data)
+                    except ValueError:
+                        pass
+        except BagCorruptError as exc:
+            stats.damaged, stats.damage = str(exc), list(self.bag.damage)
+        if current is None:
+            return
+        stats.incomplete_last = sorted((common or set()) - current.topics)
+        if stats.incomplete_last:
+            stats.last_played = self._playable(current)
+            self.get_logger().warning(
+                f"the last frame (log time {current.log_time_ns / 1e9:.3f} s) lacks {', '.join(stats.incomplete_last)}"
+                f", which every other frame has; "
+                + ("playing what it has" if stats.last_played else "not playing it: it holds no camera image"))
+            if not stats.last_played:
+                return
+        yield current
+
+    def _playable(self, tick: Tick) -> bool:
+        """A frame the node can work on: one with a camera image (any frame when no image topic is played)."""
+        return not self.image_topics or any(msg.topic in self.image_topics for msg in tick.messages)
+
+    def check_playable(self) -> None:
+        """PlayerError at once (before any waiting) when no frame of the bag can be played."""
+        try:
+            with contextlib.closing(self.bag.messages(self.publishers_by_topic)) as messages:
+                for msg in messages:
+                    if not self.image_topics or msg.topic in self.image_topics:
+                        return
+        except BagCorruptError:
+            pass
+        what = f"no message on {', '.join(self.image_topics)} can be read" if self.image_topics \
+            else "no message can be read"
+        damage = self.bag.damage
+        found = f"; {damage[0]}" + (f" and {len(damage) - 1} more damaged places" if len(damage) > 1 else "") \
+            if damage else ""
+        raise PlayerError(f"bag '{self.bag.path}' holds no playable frame: {what}{found}; re-create it "
+                          "(mtan-make-bag) or record it again")
 
     def _publish(self, tick: Tick) -> None:
         for msg in tick.messages:
@@ -288,6 +348,7 @@ class BagPlayer(Node):
     def play(self, executor: SingleThreadedExecutor) -> PlayStats:
         self.executor_ = executor
         stats = PlayStats()
+        self.check_playable()
         self.wait_for_peers()
         rate, lockstep = float(self.p["rate"]), bool(self.p["lockstep"])
         mode = "lockstep" if lockstep else "free"
@@ -299,31 +360,27 @@ class BagPlayer(Node):
         previous_log: Optional[int] = None
         previous_send = started
         last_report = started
-        ticks = self.ticks()
-        try:
-            for tick in ticks:
-                if first_log is None:
-                    first_log = tick.log_time_ns
-                if rate > 0:
-                    if lockstep and previous_log is not None:
-                        # Relative pacing: a slow prediction delays the schedule instead of causing a burst.
-                        target = previous_send + (tick.log_time_ns - previous_log) / 1e9 / rate
-                    else:
-                        target = started + (tick.log_time_ns - first_log) / 1e9 / rate
-                    self.spin_for(target - time.monotonic())
-                self._set_clock(tick.log_time_ns, running=not lockstep and rate > 0)
-                previous_send, previous_log = time.monotonic(), tick.log_time_ns
-                self._publish(tick)
-                stats.messages += len(tick.messages)
-                if tick.image_stamp_ns is not None:
-                    stats.frames += 1
-                    if lockstep:
-                        self._await_prediction(tick, stats)
-                if time.monotonic() - last_report > 10.0:
-                    last_report = time.monotonic()
-                    self.get_logger().info(f"played {stats.frames} frames")
-        except BagCorruptError as exc:
-            stats.damaged = str(exc)
+        for tick in self.ticks(stats):
+            if first_log is None:
+                first_log = tick.log_time_ns
+            if rate > 0:
+                if lockstep and previous_log is not None:
+                    # Relative pacing: a slow prediction delays the schedule instead of causing a burst.
+                    target = previous_send + (tick.log_time_ns - previous_log) / 1e9 / rate
+                else:
+                    target = started + (tick.log_time_ns - first_log) / 1e9 / rate
+                self.spin_for(target - time.monotonic())
+            self._set_clock(tick.log_time_ns, running=not lockstep and rate > 0)
+            previous_send, previous_log = time.monotonic(), tick.log_time_ns
+            self._publish(tick)
+            stats.messages += len(tick.messages)
+            if tick.image_stamp_ns is not None:
+                stats.frames += 1
+                if lockstep:
+                    self._await_prediction(tick, stats)
+            if time.monotonic() - last_report > 10.0:
+                last_report = time.monotonic()
+                self.get_logger().info(f"played {stats.frames} frames")
         stats.seconds = time.monotonic() - started
         self._flush()
         return stats
@@ -355,6 +412,20 @@ class BagPlayer(Node):
                                 f"{self.p['lockstep_topic']} after {int(self.p['lockstep_retries']) + 1} tries")
 
 
+MAX_DAMAGE_LINES = 20
+
+
+def report_damage(logger: Any, stats: PlayStats, bag: Any) -> None:
+    """One error line per damaged place (at most MAX_DAMAGE_LINES), then what that means for the run."""
+    for place in stats.damage[:MAX_DAMAGE_LINES]:
+        logger.error(f"damaged: {place}")
+    if len(stats.damage) > MAX_DAMAGE_LINES:
+        logger.error(f"... and {len(stats.damage) - MAX_DAMAGE_LINES} more damaged places")
+    count = len(stats.damage)
+    logger.error(f"bag '{bag.path}' is damaged in {count} place{'s' if count != 1 else ''} (listed above); every "
+                 "intact frame was played. Re-record or re-create the bag (mtan-make-bag)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of `bag_player`: 0 when the bag was played, 1 when it could not be (or was damaged)."""
     rclpy.init(args=argv)
@@ -370,9 +441,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                    f"({rate:.2f} frames/s)")
         if node.p["lockstep"]:
             summary += f"; lockstep: {stats.timeouts} re-sent, {stats.lost} given up"
+        if stats.incomplete_last:
+            summary += f"; the last frame lacked {', '.join(stats.incomplete_last)}" \
+                       + ("" if stats.last_played else " and was not played")
         node.get_logger().info(summary)
         if stats.damaged:
-            node.get_logger().error(stats.damaged)
+            report_damage(node.get_logger(), stats, node.bag)
             code = 1
     except PlayerError as exc:
         (node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)).error(str(exc))

@@ -29,7 +29,7 @@ POINT_DTYPE = np.dtype(
     }
 )
 # A calibration for fewer pixels than this per side is not a camera's.
-MIN_CALIBRATED_SIZE = 16
+MIN_CALIBRATED_SIZE = 4
 
 
 def point_fields() -> list[PointField]:
