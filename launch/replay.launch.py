@@ -76,9 +76,14 @@ def replay(context):
                                                                    "mtan_ros.rviz"])],
                             parameters=[{"use_sim_time": options.use_sim_time}]))
     else:  # report written: the replay is over
-        actions.append(RegisterEventHandler(OnProcessExit(target_action=evaluator,
-                                                          on_exit=[EmitEvent(event=Shutdown(reason="evaluated"))])))
+        actions.append(RegisterEventHandler(OnProcessExit(target_action=evaluator, on_exit=_end_replay)))
     return actions
+
+
+def _end_replay(event, context):
+    if context.is_shutdown:  # already stopping (Ctrl-C, a failure): a second Shutdown makes launch_ros fail
+        return None
+    return [EmitEvent(event=Shutdown(reason="evaluated"))]
 
 
 def _fail(message):

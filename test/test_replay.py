@@ -463,6 +463,36 @@ def test_an_early_ctrl_c_ends_quietly(ros, bag, tmp_path, tiny_checkpoint, name,
         assert _report(out)["finished_because"] == "interrupted (SIGINT) before any frame was evaluated"
 
 
+@pytest.mark.parametrize("name", ["perception_node", "bag_player", "evaluator"])
+def test_ctrl_c_twice_while_running_ends_cleanly(ros, bag, tmp_path, tiny_checkpoint, name):
+    """The terminal's SIGINT, then launch's own a moment later: still exit code 0, no traceback."""
+    out = tmp_path / "report"
+    namespace = f"{ros.namespace}/twice_{name}"
+    args = {"perception_node": ["-p", f"model_path:={tiny_checkpoint}", "-p", "device:=cpu"],
+            "bag_player": ["-p", f"bag:={bag}", "-p", f"wait_for_nodes:=['{namespace}/nobody']"],
+            "evaluator": ["-p", f"output_dir:={out}", "-p", f"bag:={bag}"]}
+    running = {"perception_node": lambda: ros.node.count_subscribers(f"{namespace}/image_raw") > 0,
+               "bag_player": lambda: _asks_for_state(ros, f"{namespace}/nobody"),
+               "evaluator": lambda: ros.node.count_subscribers(f"{namespace}/depth_gt") > 0}
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = _entry(ros, name, ["-r", f"__ns:={namespace}", *args[name]], log)
+        try:
+            ros.wait_for(running[name], timeout=90, what=f"the {name} to run")
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    output = log_path.read_text(errors="replace")
+    assert code == 0 and "Traceback" not in output, output
+    if name == "evaluator":
+        assert _report(out)["finished_because"].startswith("interrupted (SIGINT)")
+
+
 def test_sigterm_while_evaluating_writes_the_report(ros, bag, tmp_path):
     out = tmp_path / "report"
     namespace = f"{ros.namespace}/term"

@@ -9,12 +9,16 @@ library imported, and only then import the node and call its `main()`:
 
 - while the node module is imported, SIGINT / SIGTERM are only recorded (`StopSignals`);
 - perception_node, bag_player: a signal that came during the import ends the program at
-  once with code 0. Later ones are rclpy's: it shuts the node's context down and main()
-  ends; an error that this causes while the node is still being built ends it quietly
-  with 0 too (before rclpy has installed its handlers a signal raises KeyboardInterrupt,
-  which ends it the same way);
+  once with code 0. Later ones raise KeyboardInterrupt (SIGTERM too), after rclpy's own
+  handlers have shut the node's context down, so that a model still loading does not
+  delay the stop; whatever escapes main() then, KeyboardInterrupt or an error the stop
+  caused while the node was being built, ends the program quietly with code 0;
 - evaluator: signals stay recorded; it notices them once it has started and still
-  writes its report.
+  writes its report;
+- once main() has returned both signals are ignored: the program is ending.
+
+Not covered: the interpreter's own start-up (and the ROS wheels' re-execution of it),
+before any of this module runs; a signal then ends the process as Python's defaults do.
 
 `python -m mtan_ros.ros.executables NAME [--ros-args ...]` runs entry NAME the same way.
 """
@@ -40,13 +44,13 @@ class StopSignals:
     """Records SIGINT / SIGTERM instead of raising in the middle of whatever runs.
 
     For programs that must finish their work properly when asked to stop (the evaluator
-    writes its report): they check `received` where it is safe to stop. With `raise_when`
-    set, a signal also raises KeyboardInterrupt whenever raise_when() is true.
+    writes its report): they check `received` where it is safe to stop. With `raising`
+    set, a signal also raises KeyboardInterrupt, as Python's default handler does.
     """
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
-        self.raise_when: Optional[Callable[[], bool]] = None
+        self.raising = False
         self._previous: dict[int, Any] = {}
 
     @classmethod
@@ -61,7 +65,7 @@ class StopSignals:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.received is None:
             self.received = signum
-        if self.raise_when is not None and self.raise_when():
+        if self.raising:
             raise KeyboardInterrupt
 
     def describe(self) -> str:
@@ -76,13 +80,17 @@ class StopSignals:
             signal.signal(sig, handler)
         self._previous = {}
 
+    def ignore_from_now(self) -> None:
+        """Ignore both signals for the rest of the program: it is ending.
 
-def _rclpy_does_not_handle_signals() -> bool:
-    """True until rclpy.init() has installed rclpy's handlers (they shut the context down)."""
-    signals = sys.modules.get("rclpy.signals")
-    if signals is None:
-        return True
-    return signals.get_current_signal_handlers_options() == signals.SignalHandlerOptions.NO
+        `ros2 launch` sends its own SIGINT after the terminal's; arriving while the interpreter
+        shuts down (which resets Python handlers to the default action) it would end the
+        process with -2 instead of its exit code.
+        """
+        if self._previous:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            self._previous = {}
 
 
 def run_quietly(module_name: str) -> int:
@@ -92,7 +100,10 @@ def run_quietly(module_name: str) -> int:
         module = importlib.import_module(module_name)
         if stop.received is not None:
             return 0
-        stop.raise_when = _rclpy_does_not_handle_signals
+        # From now on a signal interrupts whatever runs, as Python's default does (the node's
+        # main() expects KeyboardInterrupt; rclpy's own handlers shut its context down first):
+        # a model that is still loading must not delay the stop.
+        stop.raising = True
         return module.main()
     except KeyboardInterrupt:
         return 0
@@ -101,7 +112,7 @@ def run_quietly(module_name: str) -> int:
             return 0
         raise
     finally:
-        stop.restore()
+        stop.ignore_from_now()
 
 
 def run_reporting(module_name: str) -> int:
@@ -110,7 +121,7 @@ def run_reporting(module_name: str) -> int:
     try:
         return importlib.import_module(module_name).main(stop=stop)
     finally:
-        stop.restore()
+        stop.ignore_from_now()
 
 
 def perception_node() -> int:
