@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Optional
 
 import cv2
@@ -49,11 +50,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
 from mtan_ros.ros import qos, transport
 from mtan_ros.ros.camera_input import CameraSubscription
-from mtan_ros.ros.compressed import compressed_msg_to_rgb, jpeg_decoder_name
+from mtan_ros.ros.compressed import compressed_declared_size, compressed_msg_to_rgb, jpeg_decoder_name
 from mtan_ros.ros.cv_bridge_check import bridge_status
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_limits import release_freed_memory
+from mtan_ros.ros.image_limits import check_frame_size, release_freed_memory
 from mtan_ros.ros.image_messages import image_msg_to_rgb
 from mtan_ros.ros.input_monitor import InputMonitor
 from mtan_ros.ros.outputs import MessagePool, OutputPublishers
@@ -130,11 +131,14 @@ class PerceptionNode(LifecycleNode):
             if self.context.ok():
                 self.get_logger().error(str(exc))
             return TransitionCallbackReturn.FAILURE
-        except Exception:
+        except Exception as exc:
             self._release_model()
             if not self.context.ok():  # shut down while loading (Ctrl-C, SIGTERM): not a failure to report
                 return TransitionCallbackReturn.FAILURE
-            raise
+            # A bug, not a user error: rclpy would swallow it silently, so say it with its traceback.
+            self.get_logger().error(f"configure failed unexpectedly: {type(exc).__name__}: {_first_line(exc)}\n"
+                                    + traceback.format_exc())
+            return TransitionCallbackReturn.FAILURE
         self.lifecycle_state = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -296,15 +300,30 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ executor callbacks
 
     def _on_image(self, raw: bytes) -> None:
-        # Only hand the frame over: decoding and inference happen on the worker thread.
-        replaced = self._slot.put((raw, time.monotonic()))
+        """Hand the frame to the worker (decoding and inference happen there).
+
+        A compressed frame's declared size is checked here, before it takes the slot: a
+        stream of decode bombs must never displace the good frames between them.
+        """
+        item: Any = raw
+        if self._input_type is CompressedImage:
+            try:
+                item = self._deserialize(raw)
+                fmt, width, height = compressed_declared_size(bytes(item.data))
+                check_frame_size(width, height, max_pixels=self.p["max_input_pixels"],
+                                 expected_size=self._locked_size, what=f"{fmt.upper()} image")
+            except ImageConversionError as exc:
+                self._stats.on_received(False)
+                self._reject(exc.kind, f"{self._image_sub.topic_name}: frame skipped: {exc}")
+                return
+        replaced = self._slot.put((item, time.monotonic()))
         self._stats.on_received(replaced)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         problem = camera_info_problem(msg)
         if problem is not None:
             topic = self._info_sub.topic_name if self._info_sub else "camera_info"
-            self._warn("camera_info.invalid",
+            self._warn(f"camera_info.invalid:{problem}",
                        f"{topic}: ignored, it {problem}; points and depth/camera_info wait for a valid one")
             self._camera_info = None
             return
@@ -394,19 +413,22 @@ class PerceptionNode(LifecycleNode):
         self._warn(kind, text)
         self._stats.on_rejected(text)
 
-    def _decode(self, raw: bytes) -> tuple[Any, np.ndarray]:
-        """(message, H x W x 3 RGB) of a serialised camera frame; ImageConversionError if unusable."""
+    def _deserialize(self, raw: bytes) -> Any:
         try:
-            msg = deserialize_message(raw, self._input_type)
+            return deserialize_message(raw, self._input_type)
         except Exception as exc:  # the middleware delivered bytes that are not a whole message
             raise ImageConversionError(f"a {len(raw)}-byte message could not be deserialised "
                                        f"({type(exc).__name__})", kind="transport.corrupt") from None
+
+    def _decode(self, item: Any) -> tuple[Any, np.ndarray]:
+        """(message, H x W x 3 RGB) of a camera frame (serialised or not); ImageConversionError if unusable."""
+        msg = self._deserialize(item) if isinstance(item, bytes) else item
         limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._locked_size}
         if isinstance(msg, CompressedImage):
             return msg, compressed_msg_to_rgb(msg, **limits)
         return msg, image_msg_to_rgb(msg, **limits)
 
-    def _process(self, raw: bytes, received: float) -> None:
+    def _process(self, item: Any, received: float) -> None:
         outputs, predictor = self._outputs, self.predictor
         camera_info = self._camera_info
         wanted = outputs.wanted(self.p, camera_info is not None)
@@ -415,7 +437,7 @@ class PerceptionNode(LifecycleNode):
             return
         topic = self._image_sub.topic_name if self._image_sub is not None else "image_raw"
         try:
-            msg, rgb = self._decode(raw)
+            msg, rgb = self._decode(item)
         except ImageConversionError as exc:
             self._reject(exc.kind, f"{topic}: frame skipped: {exc}")
             release_freed_memory()
