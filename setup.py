@@ -74,9 +74,10 @@ setup(
             "mtan-export = mtan_ros.inference.export:main",
             "mtan-make-bag = mtan_ros.bags.make_bag:main",
             "mtan-demo = mtan_ros.demo:main",
-            "perception_node = mtan_ros.ros.perception_node:main",
-            "bag_player = mtan_ros.ros.bag_player:main",
-            "evaluator = mtan_ros.ros.evaluator:main",
+            # Through mtan_ros.ros.executables: quiet on Ctrl-C / SIGTERM while the node still imports.
+            "perception_node = mtan_ros.ros.executables:perception_node",
+            "bag_player = mtan_ros.ros.executables:bag_player",
+            "evaluator = mtan_ros.ros.executables:evaluator",
         ],
     },
 )

@@ -6,8 +6,11 @@
 3. a validation rosbag (mcap) with camera images, camera_info and ground truth;
 4. replay through ROS 2: the perception node, the bag player (lockstep: every frame waits for
    its prediction, nothing is dropped) and the evaluator run as separate processes that talk
-   over DDS on a domain of their own, with simulated time from the bag; they are always
-   stopped at the end, whatever happens.
+   over DDS on a domain of their own, with simulated time from the bag. They are the graph of
+   replay.launch.py (mtan_ros.ros.replay_graph), started as `python -m` processes because
+   `launch` is not on PyPI. The player waits until the node is active and the evaluator
+   listens; the demo watches only exit codes and the evaluator's progress.json / report.json.
+   The processes are always stopped at the end, whatever happens.
 
 Results land in `--out` (runs/demo): checkpoint/, val_bag/, report.json, mosaic.png, logs/.
 Synthetic scenes show that the pipeline works end to end; their numbers say nothing about
@@ -20,17 +23,15 @@ import importlib.util
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from mtan_ros.errors import DemoError  # noqa: F401 (re-exported)
-from mtan_ros.bags import messages as bag_topics
 
 DEFAULT_OUT = "runs/demo"
 STATE_FILE = "demo.json"
@@ -182,13 +183,14 @@ def make_bag(out: Path, args: argparse.Namespace, data: Path, fmt: str) -> Path:
 # ------------------------------------------------------------------------------------ replay
 
 class Process:
-    """A ROS node as a subprocess in its own process group, with its output in a log file."""
+    """One process of the replay graph, in its own process group, with its output in a log file."""
 
-    def __init__(self, name: str, module: str, ros_args: Sequence[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.command = [sys.executable, "-m", module, "--ros-args", *ros_args]
-        self.log_path = log_dir / f"{name}.log"
-        self.env = env
+    def __init__(self, spec: Any, env: dict[str, str], log_dir: Path):
+        self.spec = spec
+        self.name = spec.label
+        self.command = spec.python_command()
+        self.log_path = log_dir / f"{spec.label}.log"
+        self.env = {**env, **spec.env}
         self.proc: Optional[subprocess.Popen] = None
         self._log: Any = None
 
@@ -198,23 +200,14 @@ class Process:
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def exit_code(self) -> Optional[int]:
+        """None while it runs."""
+        return None if self.proc is None else self.proc.poll()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for_output(self, text: str, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while text not in self.output():
-            if not self.alive():
-                raise DemoError(f"the {self.name} stopped (exit code {self.proc.returncode}) before it was ready:\n"
-                                f"{_tail(self.output())}")
-            if time.monotonic() > end:
-                raise DemoError(f"the {self.name} was not ready after {timeout:.0f} s:\n{_tail(self.output())}")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 20.0) -> Optional[int]:
+    def stop(self) -> Optional[int]:
         """Ctrl-C, then SIGKILL for the whole process group if it does not end in time."""
         if self.proc is None:
             return None
@@ -224,7 +217,7 @@ class Process:
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=self.spec.stop_timeout)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -248,58 +241,58 @@ def ros_environment(domain_id: int, log_dir: Path) -> dict[str, str]:
     return env
 
 
+def replay_options(out: Path, bag: Path, checkpoint: Path, frames: int) -> Any:
+    """The demo's replay: lockstep as fast as the node goes, simulated time from the bag."""
+    from mtan_ros.ros.replay_graph import ReplayOptions
+
+    return ReplayOptions(bag=str(bag), model_path=str(checkpoint), namespace=NODE_NAMESPACE, lockstep=True,
+                         rate=0.0, use_sim_time=True, output_dir=str(out), frames=frames, idle_timeout=60.0,
+                         wait_timeout=300.0)
+
+
 def replay(out: Path, bag: Path, checkpoint: Path, frames: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Node + evaluator + lockstep player over DDS; returns report.json's content."""
+    """Node + evaluator + lockstep player over DDS (mtan_ros.ros.replay_graph); returns report.json's content.
+
+    The player itself waits until the node is active and the evaluator listens; here only
+    exit codes and the evaluator's files (progress.json, report.json) are watched.
+    """
     if importlib.util.find_spec("rclpy") is None:
         raise DemoError("the replay needs ROS 2's Python client library (rclpy): source a ROS 2 installation "
                         "or install the wheels with `pip install -e .[ros]`")
+    from mtan_ros.ros.replay_graph import replay_nodes
+
     log_dir = out / "logs"
     if log_dir.exists():
         shutil.rmtree(log_dir)
     (log_dir / "ros").mkdir(parents=True)
-    for stale in ("report.json", "mosaic.png"):
+    for stale in ("report.json", "mosaic.png", "progress.json"):
         (out / stale).unlink(missing_ok=True)
     domain = args.domain_id if args.domain_id is not None else random.SystemRandom().randint(1, 100)
     env = ros_environment(domain, log_dir / "ros")
-    ns = NODE_NAMESPACE
-    sim = ["-p", "use_sim_time:=true"]
-    node = Process("perception node", "mtan_ros.ros.perception_node",
-                   ["-r", f"__ns:={ns}", "-p", f"model_path:={checkpoint}", *sim], env, log_dir)
-    evaluator = Process("evaluator", "mtan_ros.ros.evaluator",
-                        ["-r", f"__ns:={ns}", "-p", f"output_dir:={out}", "-p", f"bag:={bag}",
-                         "-p", f"model_path:={checkpoint}", "-p", f"frames:={frames}", "-p", "idle_timeout:=60.0",
-                         *sim], env, log_dir)
-    wait = [bag_topics.IMAGE_TOPIC, bag_topics.DEPTH_GT_TOPIC, bag_topics.SEMANTIC_GT_TOPIC,
-            bag_topics.PREDICTION_SEMANTIC_TOPIC]
-    player = Process("bag player", "mtan_ros.ros.bag_player",
-                     ["-p", f"bag:={bag}", "-p", "lockstep:=true", "-p", "rate:=0.0", "-p", "publish_clock:=true",
-                      "-p", f"lockstep_topic:={bag_topics.PREDICTION_DEPTH_TOPIC}", "-p", "start_delay:=1.0",
-                      "-p", "lockstep_timeout:=30.0", "-p", f"wait_for_subscribers:={wait!r}",
-                      "-p", f"wait_for_publishers:={[bag_topics.PREDICTION_DEPTH_TOPIC]!r}"], env, log_dir)
+    specs = replay_nodes(replay_options(out, bag, checkpoint, frames), environ=env)
+    processes = [Process(spec, env, log_dir) for spec in specs]
     print(f"ROS_DOMAIN_ID={domain}, logs in {log_dir}", flush=True)
-    processes = [node, evaluator, player]
     try:
-        node.start()
-        evaluator.start()
-        node.wait_for_output("ready", timeout=180)
-        evaluator.wait_for_output("evaluating", timeout=180)
-        player.start()
-        _follow(evaluator, player, frames, args)
-        code = evaluator.proc.wait(timeout=30)
-        if code != 0:
-            raise DemoError(f"the evaluator failed (exit code {code}):\n{_tail(evaluator.output())}")
+        for process in processes:
+            process.start()
+        _follow(processes, out, frames, args)
     finally:
-        codes = {p.name: p.stop() for p in reversed(processes)}
-    if codes.get("bag player") not in (0, None):
-        raise DemoError(f"the bag player failed (exit code {codes['bag player']}):\n{_tail(player.output())}")
+        for process in reversed(processes):
+            process.stop()
     report_path = out / "report.json"
     if not report_path.is_file():
+        evaluator = next(p for p in processes if p.spec.role == "evaluator")
         raise DemoError(f"the evaluator wrote no {report_path}:\n{_tail(evaluator.output())}")
     return json.loads(report_path.read_text())
 
 
-def _follow(evaluator: Process, player: Process, frames: int, args: argparse.Namespace) -> None:
-    """Wait for the evaluator to finish, with a progress bar fed by its log."""
+def _failure(process: Process, code: int) -> DemoError:
+    return DemoError(f"the {process.name} {'failed' if code else 'stopped'} (exit code {code}) before the replay "
+                     f"was over; its output ({process.log_path}):\n{_tail(process.output())}")
+
+
+def _follow(processes: list[Process], out: Path, frames: int, args: argparse.Namespace) -> None:
+    """Until the evaluator has exited: fail on the first process that fails; a bar from progress.json."""
     bar = None
     if not args.no_progress:
         try:
@@ -309,25 +302,33 @@ def _follow(evaluator: Process, player: Process, frames: int, args: argparse.Nam
         except ImportError:
             bar = None
     end = time.monotonic() + args.replay_timeout
-    pattern = re.compile(r"evaluated (\d+)")
     try:
-        while evaluator.alive():
+        while True:
+            for process in processes:
+                code = process.exit_code()
+                if code is None or (code == 0 and process.spec.role == "player"):
+                    continue  # running, or a player that has played the whole bag
+                if code == 0 and process.spec.role == "evaluator":
+                    return
+                raise _failure(process, code)
             if time.monotonic() > end:
                 raise DemoError(f"the replay did not finish within {args.replay_timeout:.0f} s (--replay-timeout); "
-                                f"evaluator:\n{_tail(evaluator.output())}\nplayer:\n{_tail(player.output())}")
-            if not player.alive() and player.proc.returncode not in (0, None):
-                raise DemoError(f"the bag player failed (exit code {player.proc.returncode}):\n"
-                                f"{_tail(player.output())}")
+                                f"the nodes' output is in {processes[0].log_path.parent}")
             if bar is not None:
-                found = pattern.findall(evaluator.output())
-                if found:
-                    bar.update(int(found[-1]) - bar.n)
+                bar.update(max(0, _evaluated(out) - bar.n))
             time.sleep(0.25)
-        if bar is not None:
-            bar.update(max(0, frames - bar.n) if "all" in evaluator.output() else 0)
     finally:
         if bar is not None:
+            bar.update(max(0, _evaluated(out) - bar.n))
             bar.close()
+
+
+def _evaluated(out: Path) -> int:
+    """Frames evaluated so far, from the evaluator's progress.json (0 before it writes one)."""
+    try:
+        return int(json.loads((out / "progress.json").read_text())["evaluated"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 # ------------------------------------------------------------------------------------ summary

@@ -100,6 +100,10 @@ class NodeStartupError(MtanRosError):
     """A ROS node cannot start (bad parameter, missing or invalid checkpoint)."""
 
 
+class LifecycleStateError(NodeStartupError):
+    """Another node did not reach the lifecycle state a program waits for (or is not a lifecycle node)."""
+
+
 class PlayerError(NodeStartupError):
     """The bag player cannot start or go on."""
 

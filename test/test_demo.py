@@ -46,6 +46,9 @@ def test_demo_writes_everything_and_a_sane_report(demo_run):
     assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p95"] < 60_000
     assert report["fps"] > 0 and 0.0 <= report["depth_missing_fraction"] <= 1.0
     assert report["abs_err_m"] is None or report["abs_err_m"] >= 0  # None: every estimate beyond max_depth
+    assert report["finished_because"] == "all 3 frames evaluated"
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress == {"evaluated": 3, "expected": 3, "finished": True}
     assert len(read_all(out / "val_bag")) == 12
     mosaic = cv2.imread(str(out / "mosaic.png"))
     assert mosaic is not None and mosaic.shape[1] >= 5 * 128 and mosaic.shape[0] >= 3 * 64

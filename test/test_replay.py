@@ -1,28 +1,38 @@
-"""bag_player and evaluator as real ROS 2 nodes over DDS (subprocesses, isolated domain).
+"""The replay graph, and bag_player and evaluator as real ROS 2 nodes over DDS (subprocesses, isolated domain).
 
+- the graph (mtan_ros.ros.replay_graph, no ROS needed): processes, parameters, waiting signals,
+  and command lines that rclpy reads back as the same typed parameters;
 - free play: the recorded rate (and the `rate` multiplier) within a tolerance, /clock from the
   bag's time, and an evaluator without a perception node that counts every frame as dropped
   and finishes on its idle timeout;
-- lockstep with the perception node and use_sim_time: zero drops, and the evaluator's numbers
-  equal the training metric code on the very messages the node published (and, within
-  floating-point noise, on a Predictor run offline on the bag's images);
+- the player waits for a lifecycle node to be active (and fails when it never is);
+- lockstep with the perception node and use_sim_time, started as the graph says: zero drops,
+  and the evaluator's numbers equal the training metric code on the very messages the node
+  published (and, within floating-point noise, on a Predictor run offline on the bag's images);
+- the evaluator writes its report whenever it stops (signals from the first instant, ROS shut
+  down under it), and the console entry points end quietly on an early Ctrl-C / SIGTERM;
 - a truncated bag is played up to its last intact frame, then the player exits with an error.
+Nothing here reads the nodes' log text: readiness and results come from the ROS graph, exit
+codes and the evaluator's files.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+from ros_helpers import REPO, Collector, NodeProcess, RosSession, image_to_array
 
-pytest.importorskip("rclpy")
-
-from ros_helpers import Collector, NodeProcess, RosSession, image_to_array  # noqa: E402
-
-from mtan_ros.bags import messages as m  # noqa: E402
-from mtan_ros.bags.make_bag import BagTopics, write_bag  # noqa: E402
-from mtan_ros.bags.reader import open_bag, read_all  # noqa: E402
+from mtan_ros.bags import messages as m
+from mtan_ros.bags.make_bag import BagTopics, write_bag
+from mtan_ros.bags.reader import open_bag, read_all
+from mtan_ros.errors import ConfigError
+from mtan_ros.ros.replay_graph import ReplayOptions, replay_nodes, ros2_bag_problem, ros_value
 
 SIZE = (64, 128)
 BAG_RATE = 5.0
@@ -30,6 +40,7 @@ BAG_RATE = 5.0
 
 @pytest.fixture(scope="module")
 def ros():
+    pytest.importorskip("rclpy")
     with RosSession("test_replay") as session:
         yield session
 
@@ -59,6 +70,100 @@ def _finish(proc: NodeProcess, timeout: float = 60.0) -> int:
         raise AssertionError(f"{proc.command[2]} did not exit in {timeout:.0f} s:\n{proc.output()}") from None
 
 
+def _process(ros: RosSession, spec) -> NodeProcess:
+    """A NodeSpec of the replay graph as a test subprocess (its module, its arguments and environment)."""
+    return NodeProcess(ros, spec.ros_arguments(), module=spec.module, namespace=spec.namespace or None,
+                       extra_env=spec.env)
+
+
+# ------------------------------------------------------------------------------------ the graph (no ROS)
+
+def test_the_graph_has_three_processes_that_wait_on_each_other_by_state():
+    options = ReplayOptions(bag="/data/bag", model_path="/data/best.pt", namespace="cam0", lockstep=True, rate=0.0,
+                            output_dir="/out", frames=7, device="cpu", compressed=True)
+    perception, evaluator, player = replay_nodes(options, environ={})
+    assert [spec.role for spec in (perception, evaluator, player)] == ["perception", "evaluator", "player"]
+    assert (perception.fqn, perception.lifecycle, evaluator.fqn) == ("/cam0/perception_node", True, "/cam0/evaluator")
+    assert perception.params_files[0].endswith("perception.yaml")
+    assert perception.parameters == {"model_path": "/data/best.pt", "use_sim_time": True, "device": "cpu",
+                                     "compressed_input": True}  # precision: the YAML's value
+    assert evaluator.parameters["output_dir"] == "/out" and evaluator.parameters["frames"] == 7
+    p = player.parameters
+    assert p["wait_for_nodes"] == [perception.fqn] and p["lockstep_topic"] == "/cam0/depth"
+    assert p["wait_for_subscribers"] == ["/cam0/image_raw/compressed", "/cam0/depth_gt", "/cam0/semantic_gt",
+                                         "/cam0/semantic"]
+    assert "wait_for_publishers" not in p  # a publisher of depth says nothing about a loaded model
+    assert (p["publish_clock"], p["use_sim_time"], p["rate"], p["lockstep"]) == (True, False, 0.0, True)
+    command = evaluator.python_command()
+    assert command[:4] == [sys.executable, "-m", "mtan_ros.ros.executables", "evaluator"]
+    assert ["-r", "__ns:=/cam0"] == command[command.index("__ns:=/cam0") - 1:command.index("__ns:=/cam0") + 1]
+
+
+def test_the_graph_and_the_entry_points_import_without_ros():
+    """mtan-demo runs where `launch` is not installed; the entry points import before rclpy does."""
+    code = ("import sys; sys.modules['rclpy'] = None; sys.modules['launch'] = None\n"
+            "import mtan_ros.ros.replay_graph, mtan_ros.ros.executables, mtan_ros.demo\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_transport_profile_is_decided_by_the_transport_module():
+    from mtan_ros.ros.transport import large_image_env
+
+    options = ReplayOptions(bag="b", model_path="m")
+    chosen = large_image_env({})
+    assert all(spec.env == chosen for spec in replay_nodes(options, environ={}))
+    mine = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    assert all(spec.env == {} for spec in replay_nodes(options, environ=mine))
+
+
+def test_options_from_launch_arguments_and_their_mistakes():
+    options = ReplayOptions.from_strings({"bag": "b", "model_path": "m", "lockstep": "True", "rate": "2",
+                                          "frames": "3", "compressed": ""})
+    assert (options.lockstep, options.rate, options.frames, options.compressed) == (True, 2.0, 3, None)
+    defaults = {name: default for name, default, _ in ReplayOptions.descriptions()}
+    assert defaults["bag"] is None and defaults["lockstep"] == "false" and defaults["compressed"] == ""
+    assert ReplayOptions.from_strings({**defaults, "bag": "b", "model_path": "m"}) == ReplayOptions("b", "m")
+    for values, words in (({"lockstep": "maybe"}, "lockstep must be true or false"),
+                          ({"frames": "many"}, "frames must be an integer"),
+                          ({"player": "vlc"}, "player must be one of python, ros2bag"),
+                          ({"player": "ros2bag", "lockstep": "true"}, "lockstep:=true needs player:=python"),
+                          ({"rate": "-1"}, "rate must be >= 0"),
+                          ({"bag": ""}, "bag is empty")):
+        with pytest.raises(ConfigError, match=words):
+            ReplayOptions.from_strings({"bag": "b", "model_path": "m", **values})
+
+
+def test_ros2_bag_missing_is_one_line_naming_the_fix():
+    problem = ros2_bag_problem({"PATH": "", "ROS_DISTRO": "kilted"})
+    assert "\n" not in problem and "ros-kilted-ros2bag" in problem and "player:=python" in problem
+
+
+def test_command_line_parameters_keep_their_types(tmp_path):
+    """rclpy reads the graph's `-p` values back as the same typed values (a path "1" stays a string)."""
+    pytest.importorskip("rclpy")
+    import rclpy
+    from rclpy.context import Context
+
+    assert ros_value("1") == '"1"' and ros_value(True) == "true" and ros_value(["a", "b"]) == '["a", "b"]'
+    options = ReplayOptions(bag="1", model_path="true", output_dir=str(tmp_path / "out dir"), frames=2)
+    for spec in replay_nodes(options, environ={}):
+        context = Context()
+        rclpy.init(args=["prog", *spec.ros_arguments()], context=context, domain_id=0)
+        try:
+            node = rclpy.create_node("x", context=context, automatically_declare_parameters_from_overrides=True)
+            values = {name: node.get_parameter(name).value for name in spec.parameters}
+            expected = {name: list(v) if isinstance(v, (list, tuple)) else v for name, v in spec.parameters.items()}
+            assert {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()} == expected
+            assert (node.get_name(), node.get_namespace()) == (spec.name, spec.namespace or "/")
+            node.destroy_node()
+        finally:
+            context.try_shutdown()
+
+
+# ------------------------------------------------------------------------------------ nodes over DDS
+
 def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path):
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image
@@ -75,17 +180,15 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
         for rate in (2.0, 1.0):
             collector = Collector(ros, {topics.image: Image})
             wait = [topics.image]
-            if rate == 1.0:  # with an evaluator (and no perception node) listening
+            if rate == 1.0:  # with an evaluator (and no perception node) listening: its subscription says so
                 evaluator.start()
-                evaluator.wait_for_output("evaluating", timeout=60)
                 wait.append(topics.depth_gt)
             args = ["--ros-args", "-p", f"bag:={bag}", "-p", f"rate:={rate}", "-p", "publish_clock:=true",
-                    "-p", "wait_timeout:=30.0", "-p", "start_delay:=1.0",
+                    "-p", "wait_timeout:=60.0", "-p", "start_delay:=1.0",
                     "-p", f"wait_for_subscribers:={wait!r}"]
             with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
-                ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
+                ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to finish")
                 assert player.proc.returncode == 0, player.output()
-                assert "played 6 frames" in player.output() and "playing without" not in player.output()
             ros.wait_for(lambda: len(collector.received_at[topics.image]) == 6, timeout=10, what="6 frames")
             times = sorted(collector.received_at[topics.image].values())
             spans[rate] = times[-1] - times[0]
@@ -102,9 +205,82 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
     assert clocks and all(stamps[0] <= c <= stamps[-1] + 10**9 for c in clocks)
     assert clocks[-1] >= stamps[-1]
     report = json.loads((out / "report.json").read_text())
-    # No perception node ran: every frame came in, none came out.
+    # No perception node ran: every frame came in (the player waited for the evaluator), none came out.
     assert (report["frames_in"], report["frames_out"], report["dropped"]) == (6, 0, 6)
     assert report["finished_because"].startswith("nothing received")
+
+
+class _Managed:
+    """A lifecycle node named perception_node, hosted by the test process (state changed by the test)."""
+
+    def __init__(self, ros: RosSession, namespace: str) -> None:
+        from rclpy.lifecycle import LifecycleNode
+
+        self.ros = ros
+        self.node = LifecycleNode("perception_node", namespace=namespace, context=ros.context)
+        self.fqn = f"{namespace}/perception_node"
+        ros.executor.add_node(self.node)
+
+    def destroy(self) -> None:
+        self.ros.executor.remove_node(self.node)
+        self.node.destroy_node()
+
+
+def _asks_for_state(ros: RosSession, target: str) -> bool:
+    """True once a bag_player has a get_state client for `target` (it is in its waiting loop)."""
+    for name, namespace in ros.node.get_node_names_and_namespaces():
+        if name == "bag_player":
+            clients = ros.node.get_client_names_and_types_by_node(name, namespace)
+            if any(client == f"{target}/get_state" for client, _ in clients):
+                return True
+    return False
+
+
+def test_the_player_plays_only_once_the_node_is_active(ros, bag, topics):
+    from sensor_msgs.msg import Image
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    managed = _Managed(ros, f"{ros.namespace}/gate")
+    # Deep enough for the whole bag: rate 0 sends the 6 frames in one burst.
+    collector = Collector(ros, {topics.image: Image}, qos=QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    args = ["--ros-args", "-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "wait_timeout:=120.0",
+            "-p", "start_delay:=0.5", "-p", f"wait_for_nodes:=['{managed.fqn}']"]
+    try:
+        with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+            ros.wait_for(lambda: _asks_for_state(ros, managed.fqn) and collector.connected(), timeout=60,
+                         what="the player to wait for the node")
+            ros.spin_for(2.0)
+            assert player.alive() and not collector.messages[topics.image], "played before the node was configured"
+            managed.node.trigger_configure()
+            ros.spin_for(2.0)
+            assert player.alive() and not collector.messages[topics.image], "played while the node was inactive"
+            managed.node.trigger_activate()
+            ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
+            assert player.proc.returncode == 0, player.output()
+        ros.wait_for(lambda: len(collector.messages[topics.image]) == 6, timeout=10, what="all 6 frames")
+    finally:
+        collector.destroy()
+        managed.destroy()
+
+
+def test_the_player_fails_when_the_node_never_gets_active(ros, bag, topics):
+    from sensor_msgs.msg import Image
+
+    managed = _Managed(ros, f"{ros.namespace}/stuck")
+    managed.node.trigger_configure()
+    collector = Collector(ros, {topics.image: Image})
+    args = ["--ros-args", "-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "wait_timeout:=3.0",
+            "-p", f"wait_for_nodes:=['{managed.fqn}']"]
+    try:
+        with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+            ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to give up")
+            assert player.proc.returncode == 1, player.output()
+        ros.spin_for(0.5)
+        assert not collector.messages[topics.image]
+    finally:
+        collector.destroy()
+        managed.destroy()
 
 
 def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
@@ -117,34 +293,24 @@ def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
 
     base = topics.image.rsplit("/", 1)[0]
     out = tmp_path / "report"
-    sim = ["-p", "use_sim_time:=true"]
-    node = NodeProcess(ros, ["--ros-args", "-p", f"model_path:={tiny_checkpoint}", "-p", "precision:=fp32",
-                             "-p", "device:=cpu", *sim], namespace=base)
-    evaluator = NodeProcess(ros, ["--ros-args", "-p", f"output_dir:={out}", "-p", f"bag:={bag}",
-                                  "-p", f"model_path:={tiny_checkpoint}", "-p", "idle_timeout:=60.0", *sim],
-                            module="mtan_ros.ros.evaluator", namespace=base)
+    options = ReplayOptions(bag=str(bag), model_path=str(tiny_checkpoint), namespace=base, lockstep=True, rate=0.0,
+                            output_dir=str(out), idle_timeout=60.0, device="cpu", precision="fp32",
+                            lockstep_timeout=30.0)
+    # Started all at once, as the graph says: the player itself waits for the node and the evaluator.
+    node, evaluator, player = (_process(ros, spec) for spec in replay_nodes(options, environ=ros.env))
     collector = Collector(ros, {f"{base}/depth": Image, f"{base}/semantic": Image})
     try:
-        node.start()
-        evaluator.start()
-        node.wait_for_output("ready", timeout=90)
-        evaluator.wait_for_output("evaluating", timeout=90)
-        wait = f"['{topics.image}','{topics.depth_gt}','{topics.semantic_gt}','{base}/semantic']"
-        player = NodeProcess(ros, ["--ros-args", "-p", f"bag:={bag}", "-p", "lockstep:=true", "-p", "rate:=0.0",
-                                   "-p", f"lockstep_topic:={base}/depth", "-p", "publish_clock:=true",
-                                   "-p", "start_delay:=1.0", "-p", f"wait_for_subscribers:={wait}"],
-                             module="mtan_ros.ros.bag_player")
-        with player:
-            ros.wait_for(lambda: not player.alive(), timeout=120, what="the lockstep player to finish")
-            assert player.proc.returncode == 0, player.output()
-            assert "played 6 frames" in player.output() and "0 given up" in player.output(), player.output()
+        for proc in (node, evaluator, player):
+            proc.start()
+        ros.wait_for(lambda: not player.alive(), timeout=240, what="the lockstep player to finish")
+        assert player.proc.returncode == 0, player.output()
         assert _finish(evaluator, 60) == 0, evaluator.output()
         ros.wait_for(lambda: all(len(v) == 6 for v in collector.messages.values()), timeout=10,
                      what="6 predictions of each kind")
         assert node.alive()
         assert node.stop() == 0
     finally:
-        for proc in (node, evaluator):
+        for proc in (node, evaluator, player):
             proc.kill()
         collector.destroy()
 
@@ -206,11 +372,208 @@ def test_truncated_bag_plays_up_to_the_damage(ros, bag, topics, tmp_path):
                 "-p", "start_delay:=0.5"]
         with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
             ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
-            output = player.output()
-            assert player.proc.returncode == 1, output
-            assert f"played {intact} frames" in output and "damaged" in output and "playing without" not in output
+            assert player.proc.returncode == 1, player.output()  # damaged: every intact frame, then an error
         ros.wait_for(lambda: len(collector.messages[topics.image]) == intact, timeout=10, what="the intact frames")
     finally:
         collector.destroy()
     time.sleep(0.2)
     assert len(collector.messages[topics.image]) == intact
+
+
+# ------------------------------------------------------------------------------------ stopping at any moment
+
+def _report(folder) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+@pytest.mark.parametrize("when", ["while starting", "while spinning"])
+def test_the_evaluator_reports_when_ros_shuts_down_under_it(ros, bag, tmp_path, monkeypatch, when):
+    """The context going away (e.g. launch stopping everything) during construction or spin: still a report."""
+    import rclpy
+
+    from mtan_ros.ros import evaluator
+
+    def shut_down(*args, **kwargs):
+        rclpy.try_shutdown()  # the default context, which main() initialised
+
+    if when == "while starting":  # after the parameters were read, before the subscriptions exist
+        original = evaluator.EvaluatorNode._classes
+        monkeypatch.setattr(evaluator.EvaluatorNode, "_classes",
+                            lambda self: (shut_down(), original(self))[1])
+    else:  # inside a timer callback, as an external shutdown would land
+        monkeypatch.setattr(evaluator.EvaluatorNode, "_check", shut_down)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain_id))
+    out = tmp_path / "report"
+    code = evaluator.main(["evaluator", "--ros-args", "-r", f"__ns:={ros.namespace}/shutdown",
+                           "-p", f"output_dir:={out}", "-p", f"bag:={bag}"])
+    assert code == 0
+    report = _report(out)
+    expected = "ROS shut down while the evaluator was starting" if when == "while starting" else "ROS shut down"
+    assert report["finished_because"] == expected
+    assert (report["frames_in"], report["frames_evaluated"]) == (0, 0)
+
+
+def _entry(ros: RosSession, name: str, args: list[str], log) -> subprocess.Popen:
+    """A console entry point as `ros2 run` starts it (mtan_ros.ros.executables), in the test's domain."""
+    code = f"import sys; from mtan_ros.ros.executables import {name}; sys.exit({name}())"
+    return subprocess.Popen([sys.executable, "-c", code, "--ros-args", *args], env=ros.env, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process catches SIGTERM: the entry point's handlers are in place (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("delay", [0.2, 1.0])
+@pytest.mark.parametrize("name", ["perception_node", "bag_player", "evaluator"])
+def test_an_early_ctrl_c_ends_quietly(ros, bag, tmp_path, tiny_checkpoint, name, delay):
+    """SIGINT while the entry point still imports rclpy/torch/cv2: exit code 0, no traceback.
+
+    `delay` counts from the moment the entry point has installed its handlers (the first thing
+    it does); before that the interpreter itself is still starting, which no program can guard.
+    """
+    out = tmp_path / "report"
+    args = {"perception_node": ["-p", f"model_path:={tiny_checkpoint}", "-p", "device:=cpu"],
+            "bag_player": ["-p", f"bag:={bag}"],
+            "evaluator": ["-p", f"output_dir:={out}", "-p", f"bag:={bag}", "-p", f"model_path:={tiny_checkpoint}"]}
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = _entry(ros, name, ["-r", f"__ns:={ros.namespace}/early", *args[name]], log)
+        try:
+            end = time.monotonic() + 60
+            while not _handles_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < end:
+                time.sleep(0.01)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    output = log_path.read_text(errors="replace")
+    assert code == 0, output
+    assert "Traceback" not in output, output
+    if name == "evaluator":  # it reports whenever it is stopped
+        assert _report(out)["finished_because"] == "interrupted (SIGINT) before any frame was evaluated"
+
+
+@pytest.mark.parametrize("name", ["perception_node", "bag_player", "evaluator"])
+def test_ctrl_c_twice_while_running_ends_cleanly(ros, bag, tmp_path, tiny_checkpoint, name):
+    """The terminal's SIGINT, then launch's own a moment later: still exit code 0, no traceback."""
+    out = tmp_path / "report"
+    namespace = f"{ros.namespace}/twice_{name}"
+    args = {"perception_node": ["-p", f"model_path:={tiny_checkpoint}", "-p", "device:=cpu"],
+            "bag_player": ["-p", f"bag:={bag}", "-p", f"wait_for_nodes:=['{namespace}/nobody']"],
+            "evaluator": ["-p", f"output_dir:={out}", "-p", f"bag:={bag}"]}
+    running = {"perception_node": lambda: ros.node.count_subscribers(f"{namespace}/image_raw") > 0,
+               "bag_player": lambda: _asks_for_state(ros, f"{namespace}/nobody"),
+               "evaluator": lambda: ros.node.count_subscribers(f"{namespace}/depth_gt") > 0}
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = _entry(ros, name, ["-r", f"__ns:={namespace}", *args[name]], log)
+        try:
+            ros.wait_for(running[name], timeout=90, what=f"the {name} to run")
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    output = log_path.read_text(errors="replace")
+    assert code == 0 and "Traceback" not in output, output
+    if name == "evaluator":
+        assert _report(out)["finished_because"].startswith("interrupted (SIGINT)")
+
+
+def test_sigterm_while_evaluating_writes_the_report(ros, bag, tmp_path):
+    out = tmp_path / "report"
+    namespace = f"{ros.namespace}/term"
+    log_path = tmp_path / "evaluator.log"
+    with open(log_path, "wb") as log:
+        proc = _entry(ros, "evaluator", ["-r", f"__ns:={namespace}", "-p", f"output_dir:={out}",
+                                         "-p", f"bag:={bag}"], log)
+        try:  # running: its subscription is in the graph
+            ros.wait_for(lambda: ros.node.count_subscribers(f"{namespace}/depth_gt") > 0, timeout=90,
+                         what="the evaluator to subscribe")
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert code == 0, log_path.read_text(errors="replace")
+    assert _report(out)["finished_because"] == "terminated (SIGTERM) before any frame was evaluated"
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress == {"evaluated": 0, "expected": 6, "finished": True}
+
+
+# ------------------------------------------------------------------------------------ replay.launch.py
+
+def _launch_requirements() -> str | None:
+    """None when `ros2 launch mtan_ros replay.launch.py` can run here, else why not."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("ros2") is None or importlib.util.find_spec("launch_ros") is None:
+        return "ros2 launch is not installed (it comes with a ROS 2 installation, not from PyPI)"
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        get_package_share_directory("mtan_ros")
+    except Exception as exc:  # PackageNotFoundError, or no AMENT_PREFIX_PATH at all
+        return f"mtan_ros is not installed in an ament prefix ({type(exc).__name__}); colcon build and source it"
+    return None
+
+
+def _ros2_launch(ros: RosSession, arguments: list[str], log_path) -> int:
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["ros2", "launch", "mtan_ros", "replay.launch.py", *arguments], env=ros.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_replay_launch_lockstep_scores_every_frame(ros, bag, topics, tmp_path, tiny_checkpoint):
+    reason = _launch_requirements()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "report"
+    namespace = topics.image.rsplit("/", 1)[0]
+    code = _ros2_launch(ros, [f"bag:={bag}", f"model_path:={tiny_checkpoint}", f"namespace:={namespace}",
+                              "lockstep:=true", "rate:=0", "device:=cpu", f"output_dir:={out}"],
+                        tmp_path / "launch.log")
+    assert code == 0, (tmp_path / "launch.log").read_text(errors="replace")
+    report = _report(out)
+    assert report["finished_because"] == "all 6 frames evaluated"
+    assert (report["frames_in"], report["frames_out"], report["dropped"]) == (6, 6, 0)
+
+
+def test_replay_launch_without_ros2_bag_fails_and_still_reports(ros, bag, topics, tmp_path, tiny_checkpoint):
+    import importlib.util
+
+    reason = _launch_requirements()
+    if reason:
+        pytest.skip(reason)
+    if importlib.util.find_spec("ros2bag") is not None:
+        pytest.skip("ros2 bag is installed here: the missing-ros2bag path cannot be shown")
+    out = tmp_path / "report"
+    log = tmp_path / "launch.log"
+    namespace = topics.image.rsplit("/", 1)[0]
+    code = _ros2_launch(ros, [f"bag:={bag}", f"model_path:={tiny_checkpoint}", f"namespace:={namespace}",
+                              "player:=ros2bag", f"output_dir:={out}"], log)
+    assert code != 0, log.read_text(errors="replace")
+    # The error message is the contract here: one line that names the fix.
+    assert "ros2 bag is not installed: install ros-" in log.read_text(errors="replace")
+    assert _report(out)["frames_in"] == 0

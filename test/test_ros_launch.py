@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import array
 import os
+import sys
 import tempfile
 import time
 import unittest
 
 import pytest
+
+# `launch_test test/test_ros_launch.py` does not run conftest.py: make ros_helpers (and the
+# conftest it uses) importable from this file's own folder.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 def _requirements() -> str | None:
@@ -82,6 +89,8 @@ else:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+    from mtan_ros.ros.lifecycle_client import wait_for_state
+
     DOMAIN_ID = _domain_id()
 
     @pytest.mark.launch_test
@@ -118,6 +127,11 @@ else:
             cls.node.destroy_node()
             cls.context.try_shutdown()
 
+        def wait_until_active(self):
+            """The node's lifecycle state says it is ready (its log text is not a readiness signal)."""
+            wait_for_state(self.node, f"/{NAMESPACE}/perception_node", "active", timeout=120,
+                           executor=self.executor)
+
         def spin_until(self, predicate, timeout, what):
             end = time.monotonic() + timeout
             while not predicate():
@@ -125,8 +139,8 @@ else:
                     self.fail(f"timed out waiting for {what}")
                 self.executor.spin_once(timeout_sec=0.05)
 
-        def test_remapped_camera_gives_outputs_in_the_namespace(self, proc_output):
-            proc_output.assertWaitFor("ready:", timeout=120)
+        def test_remapped_camera_gives_outputs_in_the_namespace(self):
+            self.wait_until_active()
             got = {}
             reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
             for name, kind in (("depth", Image), ("semantic", Image), ("points", PointCloud2)):
@@ -155,8 +169,8 @@ else:
             self.assertEqual(got["semantic"].encoding, "mono8")
             self.assertEqual([f.name for f in got["points"].fields], ["x", "y", "z", "rgb", "label"])
 
-        def test_parameters_come_from_the_yaml_and_the_arguments(self, proc_output):
-            proc_output.assertWaitFor("ready:", timeout=120)
+        def test_parameters_come_from_the_yaml_and_the_arguments(self):
+            self.wait_until_active()
             client = self.node.create_client(GetParameters, f"/{NAMESPACE}/perception_node/get_parameters")
             self.spin_until(client.service_is_ready, 60, "the parameter service")
             future = client.call_async(GetParameters.Request(names=["device", "overlay_alpha", "points_stride"]))
@@ -166,8 +180,8 @@ else:
             self.assertEqual(alpha.double_value, 0.5)              # config/perception.yaml
             self.assertEqual(stride.integer_value, 4)              # config/perception.yaml
 
-        def test_node_gets_the_large_image_transport_unless_the_user_chose_one(self, proc_info, proc_output):
-            proc_output.assertWaitFor("ready:", timeout=120)
+        def test_node_gets_the_large_image_transport_unless_the_user_chose_one(self, proc_info):
+            self.wait_until_active()
             (node,) = [p for p in proc_info.processes() if "perception_node" in p.process_details["name"]]
             with open(f"/proc/{node.process_details['pid']}/environ", "rb") as handle:
                 environ = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)

@@ -20,10 +20,11 @@ grouped into frames by log time. `rate` scales the recorded timing (2.0 =
 twice as fast; 0 = as fast as possible). With `publish_clock` the player
 publishes /clock with the bag's time, so that nodes with use_sim_time follow
 the bag; the player itself always times itself with the steady clock.
-Before the first frame it waits until `wait_for_subscribers` topics (default:
-the image topics it plays) have subscribers and `wait_for_publishers` topics
-(and in lockstep `lockstep_topic`) have publishers, e.g. the node's `depth`,
-which exists only once the model is loaded; at most `wait_timeout` seconds.
+Before the first frame it waits until the lifecycle nodes of `wait_for_nodes`
+(e.g. /camera/perception_node) report the state `active` (their model is loaded
+and they subscribe), `wait_for_subscribers` topics (default: the image topics it
+plays) have subscribers and `wait_for_publishers` topics (and in lockstep
+`lockstep_topic`) have publishers; at most `wait_timeout` seconds.
 At the end it waits until reliable subscribers have acknowledged the last frames.
 
 Damaged bags: every intact message is played; each damaged place the reader
@@ -53,6 +54,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from mtan_ros.errors import PlayerError  # noqa: F401 (re-exported)
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, Damage, open_bag
+from mtan_ros.ros.lifecycle_client import ACTIVE, LifecycleWatcher
 from mtan_ros.ros.plain_params import declare_plain_parameters
 
 NODE_NAME = "bag_player"
@@ -71,8 +73,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "topics": ([""], "Topics to play; empty = every topic of the bag."),
     "wait_for_subscribers": ([""], "Topics that must have a subscriber before playing; empty = the camera "
                                    "image topics."),
-    "wait_for_publishers": ([""], "Topics that must have a publisher before playing (e.g. the node's depth)."),
-    "wait_timeout": (60.0, "Seconds to wait for subscribers (and the lockstep publisher) before playing anyway."),
+    "wait_for_publishers": ([""], "Topics that must have a publisher before playing."),
+    "wait_for_nodes": ([""], "Lifecycle nodes (full names, e.g. /camera/perception_node) that must be active "
+                             "before playing."),
+    "wait_timeout": (60.0, "Seconds to wait for wait_for_nodes (an error after that) and for subscribers and "
+                           "publishers (played without after that)."),
     "start_delay": (0.5, "Seconds to wait after discovery, so that every node has seen every other."),
     "qos_depth": (10, "History depth of the reliable publishers."),
 }
@@ -206,8 +211,10 @@ class BagPlayer(Node):
         return pub.get_subscription_count() if pub is not None else self.count_subscribers(topic)
 
     def _missing_for_start(self) -> list[str]:
-        missing = [f"a subscriber on {t}" for t in (self.p["wait_for_subscribers"] or self.image_topics)
-                   if self._subscribers(t) == 0]
+        missing = [f"{w.target} to be active ({w.describe()})" for w in getattr(self, "_node_watchers", ())
+                   if w.poll() != ACTIVE and w.kind != "plain"]
+        missing += [f"a subscriber on {t}" for t in (self.p["wait_for_subscribers"] or self.image_topics)
+                    if self._subscribers(t) == 0]
         publishers = list(self.p["wait_for_publishers"])
         if self.p["lockstep"] and self.p["lockstep_topic"] not in publishers:
             publishers.append(self.p["lockstep_topic"])
@@ -215,16 +222,35 @@ class BagPlayer(Node):
         return missing
 
     def wait_for_peers(self) -> None:
+        """Wait until the nodes of wait_for_nodes are active and the topics have their peers.
+
+        Readiness is the node's lifecycle state: its publishers may exist before its model is
+        loaded. A node that is not a lifecycle node is waited for only until it is running.
+        """
         timeout = float(self.p["wait_timeout"])
         if timeout <= 0:
             return
-        if not self.spin_for(timeout, lambda: not self._missing_for_start()):
-            topic = self.p["lockstep_topic"]
-            if self.p["lockstep"] and self.count_publishers(topic) == 0:
-                raise PlayerError(f"lockstep: nothing publishes {topic} after {timeout:g} s; start the perception "
-                                  "node (its log says why it is not running) or set lockstep_topic")
-            self.get_logger().warning(f"playing without {', '.join(self._missing_for_start())} "
-                                      f"(waited {timeout:g} s)")
+        names = [str(n) for n in self.p["wait_for_nodes"] if str(n)]
+        self._node_watchers = [LifecycleWatcher(self, name) for name in names]
+        try:
+            if not self.spin_for(timeout, lambda: not self._missing_for_start()):
+                waiting = [w for w in self._node_watchers if w.state != ACTIVE and w.kind != "plain"]
+                if waiting:
+                    raise PlayerError(f"{waiting[0].target} is not active after {timeout:g} s: "
+                                      f"{waiting[0].describe()}; see its own output for why (or raise wait_timeout)")
+                topic = self.p["lockstep_topic"]
+                if self.p["lockstep"] and self.count_publishers(topic) == 0:
+                    raise PlayerError(f"lockstep: nothing publishes {topic} after {timeout:g} s; start the "
+                                      "perception node (its log says why it is not running) or set lockstep_topic")
+                self.get_logger().warning(f"playing without {', '.join(self._missing_for_start())} "
+                                          f"(waited {timeout:g} s)")
+            for watcher in self._node_watchers:
+                if watcher.kind == "plain":
+                    self.get_logger().warning(f"{watcher.describe()}; waited only until it was running")
+        finally:
+            for watcher in self._node_watchers:
+                watcher.close()
+            self._node_watchers = []
         self.spin_for(float(self.p["start_delay"]))
 
     # ------------------------------------------------------------------ clock

@@ -13,10 +13,13 @@ this node only turns messages into arrays with their reception times.
 
 It finishes when `frames` frames have been evaluated (default: the frame
 count recorded in `bag`), when nothing has arrived for `idle_timeout`
-seconds (or nothing at all within `start_timeout`), or on Ctrl-C / shutdown; then it writes `output_dir/report.json`
-and `output_dir/mosaic.png`, prints the table and exits (with
-`exit_when_done`). Idle time is measured on the steady clock, so it works with
-use_sim_time when /clock stops at the end of a bag.
+seconds (or nothing at all within `start_timeout`), on Ctrl-C / SIGTERM (at
+any moment, start-up included) or when ROS shuts down under it; then it writes
+`output_dir/report.json` (its `finished_because` says which) and
+`output_dir/mosaic.png`, prints the table and exits (with `exit_when_done`).
+While running it keeps `output_dir/progress.json` ({"evaluated", "expected",
+"finished"}) up to date for progress displays. Idle time is measured on the
+steady clock, so it works with use_sim_time when /clock stops at the end of a bag.
 
 Latency uses the middleware's reception timestamps of the frame's first input
 message (image or ground truth) and of the prediction (one clock, the
@@ -26,8 +29,10 @@ replay_eval for the details.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -36,12 +41,14 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
 from mtan_ros.errors import EvaluatorError, ImageConversionError  # noqa: F401 (EvaluatorError re-exported)
 from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
 from mtan_ros.ros.compressed import compressed_msg_to_rgb
+from mtan_ros.ros.executables import StopSignals
 from mtan_ros.ros.image_messages import image_msg_to_array, image_msg_to_rgb
 from mtan_ros.ros.plain_params import declare_plain_parameters
 
@@ -104,19 +111,33 @@ class EvaluatorNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = self._declare()
-        classes = self._classes()
-        bag = classes.pop("bag_info")
-        frames = int(self.p["frames"]) or int(bag.get("frames", 0) or 0)
-        self.core = ReplayEvaluator(classes["num_classes"], classes["names"], classes["colors"],
-                                    mosaic_frames=int(self.p["mosaic_frames"]), expected_frames=frames)
         self.done = Future()
         self.finished = False
         self.report: Optional[dict[str, Any]] = None
         self.last_activity: Optional[float] = None
         self.started = time.monotonic()
         self.last_progress = time.monotonic()
+        self.progress_written = -1
         self.bad_messages = 0
+        classes = self._classes()
+        bag = classes.pop("bag_info")
+        frames = int(self.p["frames"]) or int(bag.get("frames", 0) or 0)
+        self.core = ReplayEvaluator(classes["num_classes"], classes["names"], classes["colors"],
+                                    mosaic_frames=int(self.p["mosaic_frames"]), expected_frames=frames)
+        try:
+            self._subscribe()
+        except (RuntimeError, ExternalShutdownException):  # RCLError, InvalidHandle: the context went away
+            if self.context.ok():
+                raise
+            # e.g. launch shutting everything down because another process failed: report anyway.
+            self.finish("ROS shut down while the evaluator was starting")
+            raise ExternalShutdownException() from None
+        self.get_logger().info(
+            f"evaluating {self.subs[4].topic_name} and {self.subs[5].topic_name} against "
+            f"{self.subs[2].topic_name} and {self.subs[3].topic_name}: {classes['num_classes']} classes, "
+            f"{f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
 
+    def _subscribe(self) -> None:
         inputs = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.subs = [
@@ -129,10 +150,6 @@ class EvaluatorNode(Node):
         ]
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.timer = self.create_timer(0.2, self._check, clock=steady)
-        self.get_logger().info(
-            f"evaluating {self.subs[4].topic_name} and {self.subs[5].topic_name} against "
-            f"{self.subs[2].topic_name} and {self.subs[3].topic_name}: {classes['num_classes']} classes, "
-            f"{f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
 
     def _declare(self) -> dict[str, Any]:
         try:
@@ -237,6 +254,8 @@ class EvaluatorNode(Node):
             self.last_progress = now
             total = f"/{self.core.expected_frames}" if self.core.expected_frames else ""
             self.get_logger().info(f"evaluated {self.core.evaluated}{total} frames")
+        if self.core.evaluated != self.progress_written:
+            self._write_progress()
         if self.core.complete():
             self.finish(f"all {self.core.expected_frames} frames evaluated")
         elif self.p["idle_timeout"] > 0 and self.last_activity is not None and \
@@ -245,6 +264,19 @@ class EvaluatorNode(Node):
         elif self.p["start_timeout"] > 0 and self.last_activity is None and \
                 now - self.started > self.p["start_timeout"]:
             self.finish(f"nothing received in the first {self.p['start_timeout']:g} s (is a player running?)")
+
+    def _write_progress(self) -> None:
+        """progress.json: frames evaluated so far, for progress displays (replaced atomically)."""
+        out = Path(self.p["output_dir"])
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            partial = out / "progress.json.partial"
+            partial.write_text(json.dumps({"evaluated": self.core.evaluated, "expected": self.core.expected_frames,
+                                           "finished": self.finished}) + "\n")
+            os.replace(partial, out / "progress.json")
+            self.progress_written = self.core.evaluated
+        except OSError as exc:
+            self._warn_bad("progress.json", exc)
 
     # ------------------------------------------------------------------ the end
     def finish(self, reason: str) -> dict[str, Any]:
@@ -259,37 +291,54 @@ class EvaluatorNode(Node):
         print(format_report(self.report), flush=True)
         where = ", ".join(str(p) for p in paths.values())
         print(f"evaluator: {reason}; wrote {where}", flush=True)
+        self._write_progress()
         if not self.done.done():
             self.done.set_result(True)
         return self.report
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of `evaluator`: 0 after writing the report, 1 when it cannot start."""
-    rclpy.init(args=argv)
+def main(argv: Optional[list[str]] = None, stop: Optional[StopSignals] = None) -> int:
+    """Entry point of `evaluator`: 0 after writing the report, 1 when it cannot start.
+
+    SIGINT and SIGTERM are recorded (`stop`, installed here unless the console script
+    did it before the imports) instead of letting rclpy shut the context down under the
+    node: whenever they come, the evaluator finishes, writes its report and exits 0.
+    """
+    own_stop = stop is None
+    stop = StopSignals.install() if stop is None else stop
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node: Optional[EvaluatorNode] = None
     executor = SingleThreadedExecutor()
     code = 0
+    why = "ROS shut down"
     try:
         node = EvaluatorNode()
         executor.add_node(node)
-        while True:
-            executor.spin_until_future_complete(node.done)
-            if node.p["exit_when_done"]:
-                break
-            node.done = Future()  # keep serving (parameters, introspection) until shut down
+        while stop.received is None:
+            executor.spin_once(timeout_sec=0.2)
+            if node.done.done():
+                if node.p["exit_when_done"]:
+                    break
+                node.done = Future()  # keep serving (parameters, introspection) until stopped
     except EvaluatorError as exc:
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
         code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (ExternalShutdownException, KeyboardInterrupt):
         pass
+    except RuntimeError:  # RCLError / InvalidHandle: only the context going away is an ending we expect
+        if node is None or node.context.ok():
+            raise
     finally:
+        if stop.received is not None:
+            why = stop.describe() + ("" if node is None or node.core.evaluated else " before any frame was evaluated")
         if node is not None and not node.finished:
-            node.finish("shut down")
+            node.finish(why)
         executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        if own_stop:
+            stop.restore()
     return code
 
 
