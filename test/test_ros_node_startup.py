@@ -97,13 +97,17 @@ def test_more_classes_than_mono8_can_carry_are_refused(ros, tiny_checkpoint, tmp
     assert_refused(code, output, "300 output channels", "mono8")
 
 
-@pytest.mark.parametrize("signame,delay", [("SIGTERM", 0.5), ("SIGTERM", 1.5), ("SIGTERM", 3.0), ("SIGINT", 2.0)])
+@pytest.mark.parametrize("signame,delay", [("SIGTERM", 1.0), ("SIGTERM", 2.0), ("SIGTERM", 3.5), ("SIGINT", 2.5)])
 def test_a_stop_signal_at_any_moment_of_start_up_exits_cleanly(ros, tiny_checkpoint, signame, delay):
-    """What `docker stop` and `systemctl stop` do to a node that is still importing or loading its model."""
+    """What `docker stop` and `systemctl stop` do to a node that is still importing or loading its model.
+
+    Started as the installed `perception_node` executable starts it (mtan_ros.ros.executables).
+    """
     import signal
     import time
 
-    with NodeProcess(ros, ["--ros-args", "-p", f"model_path:={tiny_checkpoint}"],
+    with NodeProcess(ros, ["perception_node", "--ros-args", "-p", f"model_path:={tiny_checkpoint}"],
+                     module="mtan_ros.ros.executables",
                      namespace=f"{ros.namespace}_{signame}_{int(delay * 10)}") as proc:
         time.sleep(delay)
         code = proc.stop(getattr(signal, signame), timeout=60)

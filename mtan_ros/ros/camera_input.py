@@ -39,7 +39,8 @@ class CameraSubscription:
         self._raw = raw
         self.topic_name = node.resolve_topic_name(topic)
         self._override = self._declare_override()
-        self.reliability = qos.choose_input_reliability(self._requested(), [], qos.BEST_EFFORT)
+        # Publishers already there decide at once (no frame lost to a re-creation).
+        self.reliability = qos.choose_input_reliability(self._requested(), self._offered(), qos.BEST_EFFORT)
         self._subscription: Any = None
         self._create()
 
@@ -47,7 +48,7 @@ class CameraSubscription:
 
     def refresh(self) -> None:
         """Re-create the subscription if the publishers now call for another reliability; update the monitor."""
-        offered = [info.qos_profile.reliability for info in self._node.get_publishers_info_by_topic(self.topic_name)]
+        offered = self._offered()
         wanted = qos.choose_input_reliability(self._requested(), offered, self.reliability)
         if wanted != self.reliability and self._override != "best_available":
             words = " and ".join(sorted({qos.reliability_word(policy) for policy in offered}))
@@ -71,6 +72,9 @@ class CameraSubscription:
             self._subscription = None
 
     # ---------------------------------------------------------------- internals
+
+    def _offered(self) -> list:
+        return [info.qos_profile.reliability for info in self._node.get_publishers_info_by_topic(self.topic_name)]
 
     def _declare_override(self) -> str:
         """ROS 2's standard reliability override for this topic, declared read-only ('auto' = not set)."""

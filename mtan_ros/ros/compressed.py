@@ -249,12 +249,8 @@ def decode_compressed(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     return rgb
 
 
-def compressed_msg_to_rgb(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                          expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A sensor_msgs CompressedImage (JPEG or PNG) as H x W x 3 uint8 RGB; refusals raise ImageConversionError.
-
-    expected_size: (height, width) the frame must have, or None for any size up to max_pixels.
-    """
+def _message_bytes(msg: Any) -> bytes:
+    """A CompressedImage's data, after refusing what no decoder should see (depth formats, nothing)."""
     fmt = msg.format or ""
     if "compresseddepth" in fmt.lower():
         raise ImageConversionError(
@@ -264,4 +260,20 @@ def compressed_msg_to_rgb(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     data = msg.data if isinstance(msg.data, bytes) else bytes(msg.data)
     if not data:
         raise ImageConversionError("compressed image has no data", kind="compressed.empty")
-    return decode_compressed(data, max_pixels=max_pixels, expected_size=expected_size)
+    return data
+
+
+def check_compressed_msg(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                         expected_size: tuple[int, int] | None = None) -> None:
+    """Refuse a CompressedImage on what its header declares, without decoding anything (microseconds)."""
+    fmt, width, height, _ = _read_header(_message_bytes(msg))
+    check_frame_size(width, height, max_pixels=max_pixels, expected_size=expected_size, what=f"{fmt.upper()} image")
+
+
+def compressed_msg_to_rgb(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                          expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A sensor_msgs CompressedImage (JPEG or PNG) as H x W x 3 uint8 RGB; refusals raise ImageConversionError.
+
+    expected_size: (height, width) the frame must have, or None for any size up to max_pixels.
+    """
+    return decode_compressed(_message_bytes(msg), max_pixels=max_pixels, expected_size=expected_size)

@@ -42,6 +42,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.serialization import deserialize_message
@@ -50,11 +51,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
 from mtan_ros.ros import qos, transport
 from mtan_ros.ros.camera_input import CameraSubscription
-from mtan_ros.ros.compressed import compressed_declared_size, compressed_msg_to_rgb, jpeg_decoder_name
+from mtan_ros.ros.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
 from mtan_ros.ros.cv_bridge_check import bridge_status
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_limits import check_frame_size, release_freed_memory
+from mtan_ros.ros.image_limits import release_freed_memory
 from mtan_ros.ros.image_messages import image_msg_to_rgb
 from mtan_ros.ros.input_monitor import InputMonitor
 from mtan_ros.ros.outputs import MessagePool, OutputPublishers
@@ -113,7 +114,9 @@ class PerceptionNode(LifecycleNode):
         self.lifecycle_state = "unconfigured"
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._diag_timer = self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_timer = self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics,
+                                             clock=self._steady)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,10 +199,11 @@ class PerceptionNode(LifecycleNode):
         from mtan_ros.errors import CheckpointError
         from mtan_ros.inference import Predictor  # imports torch: only once the node really starts
 
-        self._set_inference_threads()
+        threads = self._set_inference_threads()
         try:
             predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"],
-                                                  compile=self.p["compile"], backend=self.p["backend"])
+                                                  compile=self.p["compile"], backend=self.p["backend"],
+                                                  threads=threads)
         except CheckpointError as exc:
             raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
         except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
@@ -215,11 +219,13 @@ class PerceptionNode(LifecycleNode):
                                    f"{_first_line(exc)}") from None
         return predictor
 
-    def _set_inference_threads(self) -> None:
+    def _set_inference_threads(self) -> int:
+        """Threads for inference (torch's, and ONNX Runtime's through the Predictor)."""
         import torch
 
         threads = self.p["inference_threads"] or default_inference_threads()
         torch.set_num_threads(threads)
+        return threads
 
     def _input_size(self) -> tuple[int, int]:
         return tuple(self.predictor.input_size)
@@ -245,7 +251,8 @@ class PerceptionNode(LifecycleNode):
                                              monitor=self._monitor, raw=True)
         self._info_sub = CameraSubscription(self, CameraInfo, "camera_info", self._on_camera_info,
                                             requested=requested)
-        self._graph_timer = self.create_timer(GRAPH_PERIOD_S, self._refresh_inputs)
+        # Steady clock: with use_sim_time a ROS-time timer would wait for the first /clock message.
+        self._graph_timer = self.create_timer(GRAPH_PERIOD_S, self._refresh_inputs, clock=self._steady)
         self._stop.clear()
         self._slot = LatestFrameSlot()
         self._worker = threading.Thread(target=self._work, name="mtan-inference", daemon=True)
@@ -309,9 +316,7 @@ class PerceptionNode(LifecycleNode):
         if self._input_type is CompressedImage:
             try:
                 item = self._deserialize(raw)
-                fmt, width, height = compressed_declared_size(bytes(item.data))
-                check_frame_size(width, height, max_pixels=self.p["max_input_pixels"],
-                                 expected_size=self._locked_size, what=f"{fmt.upper()} image")
+                check_compressed_msg(item, max_pixels=self.p["max_input_pixels"], expected_size=self._locked_size)
             except ImageConversionError as exc:
                 self._stats.on_received(False)
                 self._reject(exc.kind, f"{self._image_sub.topic_name}: frame skipped: {exc}")
