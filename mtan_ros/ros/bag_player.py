@@ -49,38 +49,48 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from mtan_ros.errors import PlayerError  # noqa: F401 (re-exported)
+from mtan_ros.errors import ConfigError, PlayerError  # noqa: F401 (PlayerError re-exported)
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, Damage, open_bag
 from mtan_ros.ros.lifecycle_client import ACTIVE, LifecycleWatcher
-from mtan_ros.ros.plain_params import declare_plain_parameters
+from mtan_ros.ros import qos
+from mtan_ros.ros.params import ParamSpec, declare_parameters
 
 NODE_NAME = "bag_player"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
-# name: (default, description)
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "bag": ("", "rosbag2 folder (or its .mcap/.db3 file) to play."),
-    "rate": (1.0, "Playback speed as a multiple of the recorded timing; 0 = as fast as possible."),
-    "lockstep": (False, "Send each frame only after the prediction of the previous one has arrived."),
-    "lockstep_topic": (PREDICTION_DEPTH_TOPIC, "Topic whose message with a frame's stamp marks it as done."),
-    "lockstep_timeout": (10.0, "Seconds to wait for a frame's prediction before sending it again."),
-    "lockstep_retries": (2, "How often a frame without prediction is sent again before it is given up."),
-    "publish_clock": (False, "Publish /clock with the bag's time (for nodes with use_sim_time)."),
-    "clock_rate": (50.0, "Hz at which /clock is published while waiting between frames."),
-    "topics": ([""], "Topics to play; empty = every topic of the bag."),
-    "wait_for_subscribers": ([""], "Topics that must have a subscriber before playing; empty = the camera "
-                                   "image topics."),
-    "wait_for_publishers": ([""], "Topics that must have a publisher before playing."),
-    "wait_for_nodes": ([""], "Lifecycle nodes (full names, e.g. /camera/perception_node) that must be active "
-                             "before playing."),
-    "wait_timeout": (60.0, "Seconds to wait for wait_for_nodes (an error after that) and for subscribers and "
-                           "publishers (played without after that)."),
-    "start_delay": (0.5, "Seconds to wait after discovery, so that every node has seen every other."),
-    "qos_depth": (10, "History depth of the reliable publishers."),
-}
+SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("bag", str, "rosbag2 folder (or its .mcap/.db3 file) to play.", default="", applies="startup"),
+    ParamSpec("rate", float, "Playback speed as a multiple of the recorded timing; 0 = as fast as possible.",
+              default=1.0, range=(0.0, 1000.0), applies="startup"),
+    ParamSpec("lockstep", bool, "Send each frame only after the prediction of the previous one has arrived.",
+              default=False, applies="startup"),
+    ParamSpec("lockstep_topic", str, "Topic whose message with a frame's stamp marks it as done.",
+              default=PREDICTION_DEPTH_TOPIC, applies="startup"),
+    ParamSpec("lockstep_timeout", float, "Seconds to wait for a frame's prediction before sending it again.",
+              default=10.0, range=(0.1, 3600.0), applies="startup"),
+    ParamSpec("lockstep_retries", int, "How often a frame without prediction is sent again before it is given up.",
+              default=2, range=(0, 1000), applies="startup"),
+    ParamSpec("publish_clock", bool, "Publish /clock with the bag's time (for nodes with use_sim_time).",
+              default=False, applies="startup"),
+    ParamSpec("clock_rate", float, "Hz at which /clock is published while waiting between frames.",
+              default=50.0, range=(0.0, 10000.0), applies="startup"),
+    ParamSpec("topics", list, "Topics to play; empty = every topic of the bag.", default=[""], applies="startup"),
+    ParamSpec("wait_for_subscribers", list, "Topics that must have a subscriber before playing; empty = the "
+              "camera image topics.", default=[""], applies="startup"),
+    ParamSpec("wait_for_publishers", list, "Topics that must have a publisher before playing.", default=[""],
+              applies="startup"),
+    ParamSpec("wait_for_nodes", list, "Lifecycle nodes (full names, e.g. /camera/perception_node) that must be "
+              "active before playing.", default=[""], applies="startup"),
+    ParamSpec("wait_timeout", float, "Seconds to wait for wait_for_nodes (an error after that) and for "
+              "subscribers and publishers (played without after that).", default=60.0, range=(0.0, 86400.0),
+              applies="startup"),
+    ParamSpec("start_delay", float, "Seconds to wait after discovery, so that every node has seen every other.",
+              default=0.5, range=(0.0, 3600.0), applies="startup"),
+    ParamSpec("qos_depth", int, "History depth of the reliable publishers.", default=10, range=(1, 10000),
+              applies="startup"),
+)
 
 
 @dataclass
@@ -142,15 +152,14 @@ class BagPlayer(Node):
             if unknown:
                 raise PlayerError(f"topics {unknown} are not in the bag; it has {sorted(topics)}")
             topics = {name: info for name, info in topics.items() if name in wanted}
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(self.p["qos_depth"]),
-                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        playback = qos.playback_qos(int(self.p["qos_depth"]))
         self.publishers_by_topic: dict[str, Any] = {}
         for name, info in topics.items():
             cls = message_class(info.msgtype)
             if cls is None:
                 self.get_logger().warning(f"not playing {name}: message type {info.msgtype} is not installed")
                 continue
-            self.publishers_by_topic[name] = self.create_publisher(cls, name, qos)
+            self.publishers_by_topic[name] = self.create_publisher(cls, name, playback)
         if not self.publishers_by_topic:
             raise PlayerError(f"nothing to play: the bag has no playable topics ({sorted(self.bag.topics)})")
         # Camera images: image topics other than ground truth (mtan-make-bag's *_gt images).
@@ -160,8 +169,7 @@ class BagPlayer(Node):
         if self.p["publish_clock"]:
             from rosgraph_msgs.msg import Clock
 
-            self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(
-                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE))
+            self.clock_pub = self.create_publisher(Clock, "/clock", qos.clock_qos())
         self.done_stamps: set[int] = set()
         self.lockstep_sub = None
         if self.p["lockstep"]:
@@ -172,17 +180,14 @@ class BagPlayer(Node):
 
             self.lockstep_sub = self.create_subscription(
                 Image, self.p["lockstep_topic"], self._on_prediction,
-                QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+                qos.playback_qos(), raw=True)
         self.executor_: Optional[SingleThreadedExecutor] = None
 
     def _declare(self) -> dict[str, Any]:
         try:
-            values = declare_plain_parameters(self, PARAMETERS)
-        except ValueError as exc:
+            return declare_parameters(self, SPECS)
+        except ConfigError as exc:
             raise PlayerError(str(exc)) from None
-        for name in ("topics", "wait_for_subscribers", "wait_for_publishers"):
-            values[name] = [str(t) for t in (values[name] or []) if str(t)]
-        return values
 
     # ------------------------------------------------------------------ callbacks and waiting
     def _on_prediction(self, raw: bytes) -> None:

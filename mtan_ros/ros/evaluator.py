@@ -40,31 +40,39 @@ import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from mtan_ros.errors import EvaluatorError, ImageConversionError  # noqa: F401 (EvaluatorError re-exported)
+from mtan_ros.errors import ConfigError, EvaluatorError, ImageConversionError  # noqa: F401 (EvaluatorError re-exported)
 from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
 from mtan_ros.ros.compressed import compressed_msg_to_rgb
 from mtan_ros.ros.executables import StopSignals
 from mtan_ros.ros.image_messages import image_msg_to_array, image_msg_to_rgb
-from mtan_ros.ros.plain_params import declare_plain_parameters
+from mtan_ros.ros import qos
+from mtan_ros.ros.params import ParamSpec, declare_parameters
 
 NODE_NAME = "evaluator"
 
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "output_dir": ("runs/replay", "Folder for report.json and mosaic.png."),
-    "bag": ("", "The bag being played (optional): frame count and class names/colours from its metadata."),
-    "model_path": ("", "The node's checkpoint (optional): class count, names and colours from it."),
-    "num_classes": (0, "Number of classes; 0 = from model_path, else from bag, else 7."),
-    "frames": (0, "Finish after this many evaluated frames; 0 = the bag's frame count (or only idle/shutdown)."),
-    "idle_timeout": (15.0, "Finish when nothing arrived for this many seconds (steady clock); 0 = never."),
-    "start_timeout": (120.0, "Finish if nothing at all arrived this many seconds after start; 0 = never."),
-    "mosaic_frames": (4, "Frames drawn in mosaic.png (spread over the run when the frame count is known)."),
-    "exit_when_done": (True, "Exit after writing the report (else keep running idle)."),
-}
+SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("output_dir", str, "Folder for report.json and mosaic.png.", default="runs/replay", applies="startup"),
+    ParamSpec("bag", str, "The bag being played (optional): frame count and class names/colours from its "
+              "metadata.", default="", applies="startup"),
+    ParamSpec("model_path", str, "The node's checkpoint (optional): class count, names and colours from it.",
+              default="", applies="startup"),
+    ParamSpec("num_classes", int, "Number of classes; 0 = from model_path, else from bag, else 7.", default=0,
+              range=(0, 255), applies="startup"),
+    ParamSpec("frames", int, "Finish after this many evaluated frames; 0 = the bag's frame count (or only "
+              "idle/shutdown).", default=0, range=(0, 10**9), applies="startup"),
+    ParamSpec("idle_timeout", float, "Finish when nothing arrived for this many seconds (steady clock); 0 = never.",
+              default=15.0, range=(0.0, 86400.0), applies="startup"),
+    ParamSpec("start_timeout", float, "Finish if nothing at all arrived this many seconds after start; 0 = never.",
+              default=120.0, range=(0.0, 86400.0), applies="startup"),
+    ParamSpec("mosaic_frames", int, "Frames drawn in mosaic.png (spread over the run when the frame count is "
+              "known).", default=4, range=(0, 64), applies="startup"),
+    ParamSpec("exit_when_done", bool, "Exit after writing the report (else keep running idle).", default=True,
+              applies="startup"),
+)
 
 
 def _stamp_ns(msg: Any) -> int:
@@ -138,8 +146,7 @@ class EvaluatorNode(Node):
             f"{f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
 
     def _subscribe(self) -> None:
-        inputs = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
-        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        inputs, reliable = qos.evaluation_qos(reliable=False), qos.evaluation_qos(reliable=True)
         self.subs = [
             self.create_subscription(Image, "image_raw", self._on_image, inputs),
             self.create_subscription(CompressedImage, "image_raw/compressed", self._on_image, inputs),
@@ -153,12 +160,9 @@ class EvaluatorNode(Node):
 
     def _declare(self) -> dict[str, Any]:
         try:
-            values = declare_plain_parameters(self, PARAMETERS)
-        except ValueError as exc:
+            return declare_parameters(self, SPECS)
+        except ConfigError as exc:
             raise EvaluatorError(str(exc)) from None
-        if values["num_classes"] < 0 or values["frames"] < 0 or values["mosaic_frames"] < 0:
-            raise EvaluatorError("num_classes, frames and mosaic_frames must be >= 0")
-        return values
 
     def _classes(self) -> dict[str, Any]:
         """Class count, names and colours: checkpoint, then bag metadata, then the Cityscapes tables."""
