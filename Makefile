@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo benchmark gpu-check clean
+.PHONY: venv test test-fast demo benchmark gpu-check clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): setup.py Makefile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest test
+
+# The edit-test loop: everything but the tests marked slow (DDS processes, training runs, the demo).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest test -m "not slow" -q
 
 demo: $(STAMP)
 	$(BIN)/mtan-demo
