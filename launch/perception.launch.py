@@ -12,8 +12,9 @@ node uses the package's shared-memory profile (config/fastdds_shm.xml).
 """
 import shutil
 
+import launch.logging
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
@@ -63,9 +64,10 @@ def rviz(context):
     if LaunchConfiguration("rviz").perform(context).strip().lower() not in TRUE:
         return []
     if not _package_installed("rviz2"):
-        return [LogInfo(msg="[ERROR] rviz:=true, but rviz2 is not installed here (install ros-$ROS_DISTRO-rviz2, "
-                            "or open RViz on another machine of the same ROS domain); the perception node runs "
-                            "without it")]
+        launch.logging.get_logger("perception.launch").error(
+            "rviz:=true, but rviz2 is not installed here (install ros-$ROS_DISTRO-rviz2, or open RViz on another "
+            "machine of the same ROS domain); the perception node runs without it")
+        return []
     return [Node(
         package="rviz2",
         executable="rviz2",
