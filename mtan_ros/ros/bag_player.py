@@ -45,9 +45,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-import rclpy
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from mtan_ros.errors import ConfigError, PlayerError  # noqa: F401 (PlayerError re-exported)
@@ -55,6 +54,7 @@ from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, Damage, open_bag
 from mtan_ros.ros.lifecycle_client import ACTIVE, LifecycleWatcher
 from mtan_ros.ros import qos
+from mtan_ros.ros.node_main import run_node
 from mtan_ros.ros.params import ParamSpec, declare_parameters
 
 NODE_NAME = "bag_player"
@@ -431,39 +431,31 @@ def report_damage(logger: Any, stats: PlayStats, bag: Any) -> None:
                  "intact frame was played. Re-record or re-create the bag (mtan-make-bag)")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of `bag_player`: 0 when the bag was played, 1 when it could not be (or was damaged)."""
-    rclpy.init(args=argv)
-    node: Optional[BagPlayer] = None
-    code = 0
+def _play(node: BagPlayer) -> int:
     executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        node = BagPlayer()
-        executor.add_node(node)
         stats = node.play(executor)
-        rate = stats.frames / stats.seconds if stats.seconds > 0 else float("nan")
-        summary = (f"played {stats.frames} frames ({stats.messages} messages) in {stats.seconds:.1f} s "
-                   f"({rate:.2f} frames/s)")
-        if node.p["lockstep"]:
-            summary += f"; lockstep: {stats.timeouts} re-sent, {stats.lost} given up"
-        if stats.incomplete_last:
-            summary += f"; the last frame lacked {', '.join(stats.incomplete_last)}" \
-                       + ("" if stats.last_played else " and was not played")
-        node.get_logger().info(summary)
-        if stats.damaged:
-            report_damage(node.get_logger(), stats, node.bag)
-            code = 1
-    except PlayerError as exc:
-        (node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)).error(str(exc))
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    rate = stats.frames / stats.seconds if stats.seconds > 0 else float("nan")
+    summary = (f"played {stats.frames} frames ({stats.messages} messages) in {stats.seconds:.1f} s "
+               f"({rate:.2f} frames/s)")
+    if node.p["lockstep"]:
+        summary += f"; lockstep: {stats.timeouts} re-sent, {stats.lost} given up"
+    if stats.incomplete_last:
+        summary += f"; the last frame lacked {', '.join(stats.incomplete_last)}" \
+                   + ("" if stats.last_played else " and was not played")
+    node.get_logger().info(summary)
+    if stats.damaged:
+        report_damage(node.get_logger(), stats, node.bag)
+        return 1
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of `bag_player`: 0 when the bag was played, 1 when it could not be (or was damaged)."""
+    return run_node(NODE_NAME, BagPlayer, _play, argv)
 
 
 if __name__ == "__main__":

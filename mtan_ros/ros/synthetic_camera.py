@@ -21,13 +21,12 @@ from typing import Any, Optional
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from mtan_ros.errors import NodeStartupError
 from mtan_ros.ros.image_messages import new_image_msg
+from mtan_ros.ros.node_main import run_node
 from mtan_ros.ros.params import ParamSpec, declare_parameters
 
 NODE_NAME = "synthetic_camera"
@@ -122,24 +121,14 @@ class SyntheticCamera(Node):
             rclpy.spin_once(self, timeout_sec=0.05)
 
 
+def _stream(node: SyntheticCamera) -> int:
+    node.run()
+    node.get_logger().info(f"published {node.sent} frames")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    rclpy.init(args=argv)
-    node: Optional[SyntheticCamera] = None
-    code = 0
-    try:
-        node = SyntheticCamera()
-        node.run()
-        node.get_logger().info(f"published {node.sent} frames")
-    except NodeStartupError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(NODE_NAME, SyntheticCamera, _stream, argv)
 
 
 if __name__ == "__main__":
