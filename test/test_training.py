@@ -91,23 +91,30 @@ def test_short_training_learns_and_writes_everything(trained, tree):
     assert best.training_state is None and best.meta.info["epoch"] == best_epoch
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path):
+@pytest.mark.parametrize("weighting", ["dwa", "pcgrad"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path, weighting):
+    """DWA needs the restored loss history; PCGrad (gradient level) its random order's state."""
     common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "2", "--limit-val", "1",
-              "--weighting", "dwa", "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
+              "--weighting", weighting, "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
     assert train_cli.main([*common, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
     assert train_cli.main([*common, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0  # "killed" after 2
     assert train_cli.main(["--out", str(tmp_path / "b"), "--resume", "--epochs", "3"]) == 0  # settings from b
     a, b = read_rows(tmp_path / "a" / "metrics.csv"), read_rows(tmp_path / "b" / "metrics.csv")
     assert len(a) == len(b) == 3
-    assert a[2]["weight_semantic"] != 1.0  # DWA active in epoch 3, from the restored loss history
+    if weighting == "dwa":
+        assert a[2]["weight_semantic"] != 1.0  # DWA active in epoch 3, from the restored loss history
     for row_a, row_b in zip(a, b):
         for key in ("train_loss_semantic", "train_loss_depth", "weight_semantic", "weight_depth", "lr",
                     "val_miou", "val_abs_err"):
             assert row_b[key] == pytest.approx(row_a[key], rel=1e-4, abs=1e-7), key
     from mtan_ros.inference.checkpoint import load_checkpoint
 
-    wa = load_checkpoint(tmp_path / "a" / "last.pt").state_dict
-    wb = load_checkpoint(tmp_path / "b" / "last.pt").state_dict
+    last_a, last_b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert last_b.training_state["weighting"]["name"] == weighting
+    if weighting == "pcgrad":
+        assert torch.equal(last_a.training_state["weighting"]["params"]["generator"],
+                           last_b.training_state["weighting"]["params"]["generator"])
+    wa, wb = last_a.state_dict, last_b.state_dict
     for name in wa:
         assert torch.allclose(wa[name].float(), wb[name].float(), rtol=1e-3, atol=1e-5), name
 
@@ -184,3 +191,17 @@ def test_amp_on_cpu_trains_in_bfloat16(tree, tmp_path):
                       plots=False)
     row = train(cfg).history[0]
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_miou"])
+
+
+def test_pcgrad_run_learns_and_logs_its_weighting(tree, tmp_path):
+    from mtan_ros.training.config import TrainConfig
+    from mtan_ros.training.trainer import train
+
+    cfg = TrainConfig(data=str(tree), out=str(tmp_path / "pcgrad"), epochs=3, batch_size=2, lr=1e-2, width=0.125,
+                      weighting="pcgrad", workers=0, limit_val=2, progress=False, tensorboard=False, plots=False)
+    rows = train(cfg).history
+    assert len(rows) == 3
+    for task in ("semantic", "depth"):
+        assert rows[-1][f"train_loss_{task}"] < rows[0][f"train_loss_{task}"]
+    assert rows[-1]["train_loss"] == pytest.approx(rows[-1]["train_loss_semantic"] + rows[-1]["train_loss_depth"])
+    assert math.isfinite(rows[-1]["val_miou"])

@@ -66,7 +66,7 @@ def save_checkpoints(out: Path, cfg: TrainConfig, data: RunData, parts: Parts, p
 
     metrics = {k[4:]: v for k, v in row.items() if k.startswith("val_")}
     meta = checkpoint_meta(cfg, data, metrics, epoch, progress.best)
-    state_dict = parts.bare_model.state_dict()
+    state_dict = parts.model.state_dict()
     state = training_state(cfg, parts, progress, epoch, ctx)
     # best.pt first: a kill between the two writes leaves last.pt at the previous epoch, which a
     # resume repeats (deterministically), instead of a last.pt whose best.pt never got written.

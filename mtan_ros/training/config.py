@@ -17,13 +17,15 @@ from typing import Any
 
 from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
 
+from .weighting import WEIGHTINGS as _WEIGHTING_CLASSES
+
 __all__ = ["TrainConfig", "ConfigError", "build_parser", "parse_train_args", "load_yaml", "save_config",
            "config_from_dict", "CONFIG_NAME"]
 
 CONFIG_NAME = "config.yaml"
 ARCHS = ("mtan", "split", "single")
 TASKS = ("semantic", "depth", "normal")
-WEIGHTINGS = ("equal", "dwa", "uncert")
+WEIGHTINGS = tuple(_WEIGHTING_CLASSES)
 FORMATS = ("auto", "npy", "raw")
 BEST_METRICS = ("auto", "miou", "pixel_accuracy", "abs_err", "rel_err", "loss")
 
@@ -50,7 +52,8 @@ class TrainConfig:
     arch: str = _opt("mtan", "architecture: MTAN, shared SegNet with task heads, or one SegNet per task",
                      ARCHS)
     task: str | None = _opt(None, "train on this one task only (default: every task the data has)", TASKS)
-    weighting: str = _opt("equal", "task weighting", WEIGHTINGS)
+    weighting: str = _opt("equal", "task weighting: loss-level equal, DWA or uncertainty; gradient-level PCGrad "
+                                   "(projects conflicting task gradients; one process)", WEIGHTINGS)
     temperature: float = _opt(2.0, "DWA temperature T (paper: 2)", metavar="T")
     uncert_init: float = _opt(-0.5, "initial log-variance of uncertainty weighting")
     resume: bool = _opt(False, "continue from OUT/last.pt with its optimiser, scheduler, weighting and RNG state")

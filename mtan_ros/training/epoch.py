@@ -35,13 +35,13 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
     from tqdm.auto import tqdm
 
     device = ctx.device
-    model = parts.model
+    model = parts.network
     model.train()
     names = list(tasks)
     confusion = ConfusionMatrix(tasks["semantic"], device) if "semantic" in tasks else None
     depth = DepthErrors(device) if "depth" in tasks else None
     sums = torch.zeros(len(names) + 3, dtype=torch.float64, device=device)  # losses, total, batches, images
-    shared_params = list(parts.weighting.parameters()) if ctx.distributed else []
+    outside_ddp = parts.weighting.parameters() if ctx.distributed else []
     stopped = False
     begin = time.perf_counter()
     seen = 0
@@ -54,16 +54,15 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
         with autocast_context(device, amp):
             outputs = model(images)
         losses = task_losses(outputs, batch)
-        total = parts.weighting.combine(losses, weights)
         parts.optimizer.zero_grad(set_to_none=True)
-        parts.scaler.scale(total).backward()
-        for p in shared_params:  # parameters outside DDP (uncertainty log-variances)
+        total = parts.weighting.backward(losses, weights, parts.shared_parameters, scale=parts.scaler.scale)
+        for p in outside_ddp:  # learnt weighting parameters (uncertainty log-variances)
             if p.grad is not None:
                 ctx.all_reduce_sum(p.grad)
                 p.grad /= ctx.world_size
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
-        values = torch.stack([losses[t].detach().double() for t in names] + [total.detach().double()])
+        values = torch.stack([losses[t].detach().double() for t in names] + [total.double()])
         if not bool(torch.isfinite(values).all()):
             raise TrainingError(
                 f"epoch {epoch + 1}, batch {step + 1}: a loss became {values.tolist()}; lower --lr"
@@ -107,7 +106,7 @@ def validate(parts: Parts, loader: Any, tasks: dict[str, int], ctx: DistContext,
     """Whole-split validation metrics (summed over processes), keyed ``val_<metric>``."""
     from tqdm.auto import tqdm
 
-    model = parts.bare_model
+    model = parts.model
     ctx.broadcast_buffers(model)
     with tqdm(total=len(loader), desc="validation", unit="batch", leave=False, disable=not show,
               dynamic_ncols=True) as bar:

@@ -23,7 +23,7 @@ from .config import CONFIG_NAME, TrainConfig
 from .distributed import DistContext, ShardSampler, epoch_seed
 from .rng import seed_worker, set_rng_state
 from .schedule import LearningRateSchedule
-from .weighting import build_weighting, load_weighting_state
+from .weighting import Weighting, build_weighting, load_weighting_state, shared_parameters
 
 __all__ = ["RunData", "Loaders", "Parts", "Progress", "LAST", "BEST", "open_data", "make_loaders", "build_parts",
            "resolve_best_metric", "model_spec", "prepare_output"]
@@ -38,7 +38,7 @@ class RunData:
 
     train_set: Any
     val_set: Any
-    epoch_source: Any  # the training split itself: its set_epoch selects the epoch's augmentations
+    epoch_source: Any  # the training split itself (a StreetDataset): set_epoch selects the epoch's augmentations
     classes: Any
     tasks: dict[str, int]
     image_size: tuple[int, int]
@@ -97,8 +97,7 @@ class Loaders:
 
     def start_epoch(self, seed: int, epoch: int, rank: int) -> None:
         self.sampler.set_epoch(epoch)
-        if hasattr(self.epoch_source, "set_epoch"):
-            self.epoch_source.set_epoch(epoch)
+        self.epoch_source.set_epoch(epoch)
         self.generator.manual_seed(epoch_seed(seed, epoch, rank))
 
 
@@ -121,25 +120,21 @@ def make_loaders(cfg: TrainConfig, data: RunData, ctx: DistContext) -> Loaders:
 class Parts:
     """What is trained and how: model, weighting, optimiser, schedule and (CUDA AMP) loss scaler."""
 
-    model: torch.nn.Module  # DistributedDataParallel-wrapped once `wrap_distributed` ran
-    weighting: Any
+    model: torch.nn.Module  # the bare model: what checkpoints hold and validation runs
+    network: torch.nn.Module  # what training calls: the model, or its DistributedDataParallel wrapper
+    weighting: Weighting
+    shared_parameters: list[torch.nn.Parameter]  # what every task's gradient reaches (gradient-level weightings)
     optimizer: torch.optim.Optimizer
     schedule: LearningRateSchedule
     scaler: torch.amp.GradScaler
     use_scaler: bool
     best_metric: str
 
-    @property
-    def bare_model(self) -> torch.nn.Module:
-        """The model without its DistributedDataParallel wrapper."""
-        return self.model.module if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) \
-            else self.model
-
     def wrap_distributed(self, ctx: DistContext) -> None:
         """Wrap the model in DistributedDataParallel when the run has several processes."""
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
 
 def resolve_best_metric(cfg: TrainConfig, tasks: dict[str, int]) -> str:
@@ -158,21 +153,23 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> LearningRateSchedu
                                 step_epochs=cfg.resolved_lr_step, gamma=cfg.lr_gamma)
 
 
-def build_parts(cfg: TrainConfig, tasks: dict[str, int], device: torch.device, steps_per_epoch: int) -> Parts:
+def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps_per_epoch: int) -> Parts:
     """A freshly initialised model (seeded from cfg.seed) and everything that trains it."""
     from mtan_ros.model import build_model
 
+    device = ctx.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, tasks, cfg.width).to(device)
-    weighting = build_weighting(cfg.weighting, list(tasks), cfg.temperature, cfg.uncert_init)
-    if isinstance(weighting, torch.nn.Module):
-        weighting.to(device)
+    weighting = build_weighting(cfg.weighting, list(tasks), cfg.temperature, cfg.uncert_init, cfg.seed).to(device)
+    if ctx.distributed and not weighting.supports_distributed:
+        raise TrainingError(f"--weighting {cfg.weighting} needs each task's gradient of the whole batch and runs in "
+                            "one process; start it without torchrun, or choose another --weighting")
     optimizer = torch.optim.Adam(list(model.parameters()) + list(weighting.parameters()), lr=cfg.lr)
     schedule = build_schedule(cfg, steps_per_epoch)
     use_scaler = cfg.amp and device.type == "cuda"
-    return Parts(model=model, weighting=weighting, optimizer=optimizer, schedule=schedule,
-                 scaler=torch.amp.GradScaler("cuda", enabled=use_scaler), use_scaler=use_scaler,
-                 best_metric=resolve_best_metric(cfg, tasks))
+    return Parts(model=model, network=model, weighting=weighting, shared_parameters=shared_parameters(model, tasks),
+                 optimizer=optimizer, schedule=schedule, scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
+                 use_scaler=use_scaler, best_metric=resolve_best_metric(cfg, tasks))
 
 
 def model_spec(cfg: TrainConfig, tasks: dict[str, int]):

@@ -58,7 +58,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     try:
         data = open_data(config)
         loaders = make_loaders(config, data, ctx)
-        parts = build_parts(config, data.tasks, ctx.device, steps_per_epoch=len(loaders.train))
+        parts = build_parts(config, data.tasks, ctx, steps_per_epoch=len(loaders.train))
         run_log = RunLog(config, ctx, data, log)
         progress = prepare_output(config, data, parts, ctx, run_log.message)
         parts.wrap_distributed(ctx)
@@ -120,8 +120,7 @@ def _row(epoch: int, parts: Parts, weights: dict[str, float], result: Any, val: 
     """The epoch's line of metrics.csv."""
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": parts.schedule.lr(epoch, 0)}
     row.update({f"weight_{t}": float(w) for t, w in weights.items()})
-    if hasattr(parts.weighting, "log_variances"):
-        row.update({f"logvar_{t}": v for t, v in parts.weighting.log_variances().items()})
+    row.update(parts.weighting.log_values())
     row.update(result.stats)
     row.update(val)
     row["images_per_s"] = result.images / max(result.seconds, 1e-9)
