@@ -17,16 +17,21 @@ from typing import Any
 
 from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
 
+from mtan_ros.data import FORMATS as _DATA_FORMATS
+from mtan_ros.model import ARCHITECTURES
+
+from .losses import LOSSES
 from .weighting import WEIGHTINGS as _WEIGHTING_CLASSES
 
 __all__ = ["TrainConfig", "ConfigError", "build_parser", "parse_train_args", "load_yaml", "save_config",
            "config_from_dict", "CONFIG_NAME"]
 
 CONFIG_NAME = "config.yaml"
-ARCHS = ("mtan", "split", "single")
-TASKS = ("semantic", "depth", "normal")
+# Choices come from the registries they select from (model.factory, losses, weighting, data).
+ARCHS = ARCHITECTURES
+TASKS = tuple(LOSSES)
 WEIGHTINGS = tuple(_WEIGHTING_CLASSES)
-FORMATS = ("auto", "npy", "raw")
+FORMATS = tuple(f for f in _DATA_FORMATS if f != "synthetic")  # on-disk layouts; synthetic scenes have no folder
 BEST_METRICS = ("auto", "miou", "pixel_accuracy", "abs_err", "rel_err", "loss")
 
 

@@ -23,11 +23,13 @@ __all__ = ["main", "run_eval", "EvalError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import FORMATS
+
     p = argparse.ArgumentParser(prog="mtan-eval", description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--checkpoint", required=True, metavar="CK", help="checkpoint file (best.pt or last.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--format", default="auto", choices=("auto", "npy", "raw"), help="dataset layout")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout")
     p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     p.add_argument("--samples", type=int, default=4, metavar="K",
                    help="number of sample PNGs, spread evenly over the split (default: 4; 0 = none)")
