@@ -205,3 +205,34 @@ def test_pcgrad_run_learns_and_logs_its_weighting(tree, tmp_path):
         assert rows[-1][f"train_loss_{task}"] < rows[0][f"train_loss_{task}"]
     assert rows[-1]["train_loss"] == pytest.approx(rows[-1]["train_loss_semantic"] + rows[-1]["train_loss_depth"])
     assert math.isfinite(rows[-1]["val_miou"])
+
+
+def test_commands_report_errors_in_one_line(tree, trained, tmp_path, capsys):
+    import shutil
+
+    from mtan_ros.training import compare
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    (broken / "last.pt").write_bytes(b"not a checkpoint")
+    assert train_cli.main(["--out", str(broken), "--resume", *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtan-train: error: ") and "last.pt" in err and "\n" not in err
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "none.pt"), "--data", str(tree), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtan-eval: error: ") and "none.pt" in err and "\n" not in err
+    assert eval_cli.main(["--checkpoint", "x", "--data", "y", "--samples", "-1"]) == 2
+    assert "--samples" in capsys.readouterr().err
+    assert compare.main(["--runs", "mtan gradnorm", "--data", str(tree)]) == 2
+    assert "unknown runs ['mtan gradnorm']" in capsys.readouterr().err
+
+
+def test_compare_trains_the_chosen_runs_into_one_table(tree, tmp_path, capsys):
+    from mtan_ros.training import compare
+
+    out = tmp_path / "cmp"
+    assert compare.main(["--runs", "mtan pcgrad", "--data", str(tree), "--out", str(out), "--epochs", "1",
+                         "--batch-size", "4", "--limit-train", "4", "--limit-val", "2", *FAST]) == 0
+    summary = json.loads((out / "comparison.json").read_text())
+    assert list(summary["runs"]) == ["mtan pcgrad"] and (out / "mtan_pcgrad" / "last.pt").is_file()
+    assert "mtan pcgrad" in capsys.readouterr().out

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtan_ros.errors import EvalError  # noqa: F401 (re-exported)
+from mtan_ros.cli import run_command
+from mtan_ros.errors import ConfigError, EvalError  # noqa: F401 (EvalError re-exported)
 
 __all__ = ["main", "run_eval", "EvalError"]
 
@@ -173,27 +174,13 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.samples < 0 or args.batch_size < 1 or args.workers < 0:
-        print("mtan-eval: error: --samples and --workers must be 0 or more, --batch-size at least 1",
-              file=sys.stderr)
-        return 2
-    from mtan_ros.inference.checkpoint import CheckpointError
 
-    from .distributed import DeviceError
-
-    errors: list[type[BaseException]] = [EvalError, CheckpointError, DeviceError, FileNotFoundError]
-    try:
-        from mtan_ros.data.errors import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    try:
+    def body() -> None:
+        if args.samples < 0 or args.batch_size < 1 or args.workers < 0:
+            raise ConfigError("--samples and --workers must be 0 or more, --batch-size at least 1")
         run_eval(args)
-    except tuple(errors) as exc:
-        print(f"mtan-eval: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("mtan-eval", body)
 
 
 if __name__ == "__main__":
