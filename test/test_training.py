@@ -91,18 +91,32 @@ def test_short_training_learns_and_writes_everything(trained, tree):
     assert best.training_state is None and best.meta.info["epoch"] == best_epoch
 
 
-@pytest.mark.parametrize("weighting", ["dwa", "pcgrad"])
-def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path, weighting):
-    """DWA needs the restored loss history; PCGrad (gradient level) its random order's state."""
-    common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "2", "--limit-val", "1",
-              "--weighting", weighting, "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
-    assert train_cli.main([*common, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
-    assert train_cli.main([*common, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0  # "killed" after 2
-    assert train_cli.main(["--out", str(tmp_path / "b"), "--resume", "--epochs", "3"]) == 0  # settings from b
+@pytest.mark.parametrize("weighting, schedule", [("dwa", "step"), ("pcgrad", "cosine")])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path, weighting, schedule):
+    """Killed after epoch 2 of 3, then resumed: the same run as an uninterrupted one. DWA needs the
+    restored loss history; PCGrad (gradient level) its random order's state; the cosine schedule
+    changes the rate every batch."""
+    from mtan_ros.training.config import parse_train_args
+    from mtan_ros.training.trainer import train
+
+    common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "4", "--limit-val", "1", "--epochs", "3",
+              "--weighting", weighting, "--schedule", schedule, "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
+    assert train_cli.main([*common, "--out", str(tmp_path / "a")]) == 0
+
+    def kill_after_epoch_2(line):
+        if line.startswith("epoch   2/3"):  # printed after last.pt was written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_train_args([*common, "--out", str(tmp_path / "b")]), log=kill_after_epoch_2)
+    assert train_cli.main(["--out", str(tmp_path / "b"), "--resume"]) == 0  # settings from b's config.yaml
     a, b = read_rows(tmp_path / "a" / "metrics.csv"), read_rows(tmp_path / "b" / "metrics.csv")
     assert len(a) == len(b) == 3
     if weighting == "dwa":
         assert a[2]["weight_semantic"] != 1.0  # DWA active in epoch 3, from the restored loss history
+    if schedule == "cosine":  # 3 epochs of 2 batches, 5 % warm-up = no batch: the rate of batch 0 of epoch e
+        assert [r["lr"] for r in a] == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * 2 * e / 6))
+                                                     for e in range(3)])
     for row_a, row_b in zip(a, b):
         for key in ("train_loss_semantic", "train_loss_depth", "weight_semantic", "weight_depth", "lr",
                     "val_miou", "val_abs_err"):

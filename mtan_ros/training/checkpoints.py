@@ -13,7 +13,7 @@ from typing import Any
 from .config import TrainConfig
 from .distributed import DistContext
 from .rng import rng_state
-from .run import BEST, LAST, Parts, Progress, RunData, model_spec, schedule_state
+from .run import BEST, LAST, Parts, Progress, RunData, model_spec
 from .weighting import weighting_state
 
 __all__ = ["checkpoint_meta", "training_state", "save_checkpoints"]
@@ -47,7 +47,7 @@ def training_state(cfg: TrainConfig, parts: Parts, progress: Progress, epoch: in
     return {
         "epoch": epoch,
         "optimizer": parts.optimizer.state_dict(),
-        "scheduler": schedule_state(parts.schedule),
+        "scheduler": parts.schedule.state(),
         "scaler": parts.scaler.state_dict() if parts.use_scaler else {},
         "weighting": weighting_state(parts.weighting),
         "loss_history": {t: list(v) for t, v in progress.loss_history.items()},

@@ -26,7 +26,7 @@ from .schedule import LearningRateSchedule
 from .weighting import Weighting, build_weighting, load_weighting_state, shared_parameters
 
 __all__ = ["RunData", "Loaders", "Parts", "Progress", "LAST", "BEST", "open_data", "make_loaders", "build_parts",
-           "resolve_best_metric", "model_spec", "prepare_output"]
+           "resolve_best_metric", "model_spec", "prepare_output", "build_schedule"]
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -149,8 +149,9 @@ def resolve_best_metric(cfg: TrainConfig, tasks: dict[str, int]) -> str:
 
 
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> LearningRateSchedule:
-    return LearningRateSchedule(kind="step", base_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-                                step_epochs=cfg.resolved_lr_step, gamma=cfg.lr_gamma)
+    """The configured learning-rate schedule for epochs of ``steps_per_epoch`` batches."""
+    return LearningRateSchedule(kind=cfg.schedule, base_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                                step_epochs=cfg.resolved_lr_step, gamma=cfg.lr_gamma, warmup=cfg.warmup)
 
 
 def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps_per_epoch: int) -> Parts:
@@ -237,24 +238,10 @@ def prepare_output(cfg: TrainConfig, data: RunData, parts: Parts, ctx: DistConte
         loss_history={t: [float(v) for v in state["loss_history"].get(t, [])] for t in data.tasks},
         rows=[dict(r) for r in state.get("history", [])],
         best=dict(state["best"]) if state.get("best") else None)
-    _note_schedule_change(state.get("scheduler") or {}, parts.schedule, progress.start_epoch, log)
+    if parts.schedule.changed_from(state.get("scheduler") or {}):
+        log(f"learning-rate schedule now {parts.schedule.describe()}; rate for epoch {progress.start_epoch + 1}: "
+            f"{parts.schedule.lr(progress.start_epoch):.3g}")
     if state.get("rng"):
         set_rng_state(state["rng"])
     log(f"resuming '{last}' after epoch {progress.start_epoch}")
     return progress
-
-
-def schedule_state(schedule: LearningRateSchedule) -> dict[str, Any]:
-    """The schedule's settings, saved so that a resume can say when they changed."""
-    return {"kind": schedule.kind, "step_epochs": schedule.step_epochs, "gamma": schedule.gamma,
-            "epochs": schedule.epochs}
-
-
-def _note_schedule_change(saved: dict[str, Any], schedule: LearningRateSchedule, epoch: int,
-                          log: Callable[[str], None]) -> None:
-    """Say so when a resumed run's schedule differs from the saved one (checkpoints of older versions
-    saved torch's StepLR state: step_size and gamma)."""
-    before = (saved.get("kind", "step"), saved.get("step_epochs", saved.get("step_size")), saved.get("gamma"))
-    if before != (schedule.kind, schedule.step_epochs, schedule.gamma):
-        log(f"learning-rate schedule now {schedule.describe()}; rate for epoch {epoch + 1}: "
-            f"{schedule.lr(epoch):.3g}")
