@@ -182,7 +182,12 @@ def test_eval_cli_writes_json_and_samples_matching_training_metrics(trained, tre
     pngs = sorted((tmp_path / "samples").glob("*.png"))
     assert len(pngs) == 2 and [str(p) for p in pngs] == result["samples"]
     picture = cv2.imread(str(pngs[0]))
-    assert picture.shape == (64 + 18, 5 * 128 + 4 * 2, 3)
+    from mtan_ros.inference.checkpoint import load_checkpoint
+    from mtan_ros.training.plots import mosaic_footer
+
+    names = load_checkpoint(trained / "last.pt").meta.class_names
+    footer = mosaic_footer(5 * 128 + 4 * 2, (1.0, 50.0), np.zeros((7, 3)), names).shape[0]
+    assert picture.shape == (64 + 18 + 4 + footer, 5 * 128 + 4 * 2, 3)
 
 
 def test_eval_cli_refuses_data_with_other_classes(trained, tmp_path, capsys):

@@ -5,7 +5,8 @@
 Prints the paper-style table (mIoU, pixel accuracy, depth abs/rel error in the
 dataset's units and in metres) and the IoU of every class (names from the
 checkpoint), optionally writes the numbers as JSON, and writes K sample PNGs:
-input | predicted labels | ground truth | predicted depth | ground-truth depth.
+input | predicted labels | ground truth | predicted depth | ground-truth depth, with the
+depth colour bar in metres and the class legend.
 The model runs at the input size recorded in the checkpoint; its outputs are
 resized to the ground truth's size before the metrics are computed.
 """
@@ -77,7 +78,7 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
 
     from .distributed import resolve_device
     from .evaluate import convert_depth, evaluate, predict
-    from .plots import sample_mosaic, write_png
+    from .plots import mosaic_picture, write_png
     from .report import depth_units, format_per_class, format_table, write_json
 
     device = resolve_device(args.device)
@@ -162,7 +163,7 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 gt_m = encoding.to_metres(item["depth"].reshape(h, w)).numpy() if "depth" in item \
                     else np.full((h, w), np.nan, dtype=np.float32)
                 rgb = item["image"].permute(1, 2, 0).numpy()
-                mosaic = sample_mosaic(rgb, labels, gt_labels, pred_m, gt_m, palette)
+                mosaic = mosaic_picture([(rgb, labels, gt_labels, pred_m, gt_m)], palette, meta.class_names)
                 written.append(str(write_png(folder / f"sample_{index:04d}.png", mosaic)))
         out["samples"] = written
         log(f"{len(written)} sample picture(s) in {folder}")
