@@ -30,6 +30,12 @@ def _frames(n, seed=0):
     return frames
 
 
+def _footer_height(ev, width):
+    from mtan_ros.training.plots import mosaic_footer
+
+    return mosaic_footer(width, (1.0, 100.0), ev.palette, ev.class_names).shape[0]
+
+
 def test_metrics_equal_the_training_code_whatever_the_arrival_order():
     frames = _frames(5)
     ev = ReplayEvaluator(C, mosaic_frames=2, expected_frames=5)
@@ -70,7 +76,7 @@ def test_metrics_equal_the_training_code_whatever_the_arrival_order():
     assert report["fps"] == pytest.approx(4 / (4 + 0.04), rel=1e-6)
     assert ev.complete()
     mosaic = ev.mosaic()
-    assert mosaic is not None and mosaic.shape[0] == 2 * (SHAPE[0] + 18 + 4)
+    assert mosaic is not None and mosaic.shape[0] == 2 * (SHAPE[0] + 18 + 4) + _footer_height(ev, mosaic.shape[1])
 
 
 def test_drops_duplicates_and_missing_inputs():
@@ -136,6 +142,63 @@ def test_write_report_and_mosaic(tmp_path):
     assert report["bag"] == "x" and report["frames_evaluated"] == 3
     assert set(report["iou_per_class"]) == {f"class_{i}" for i in range(C)} or len(report["iou_per_class"]) == C
     mosaic = cv2.imread(str(paths["mosaic"]))
-    assert mosaic.shape[0] == 3 * (SHAPE[0] + 18 + 4) and mosaic.shape[1] >= 5 * SHAPE[1]
+    assert mosaic.shape[0] == 3 * (SHAPE[0] + 18 + 4) + _footer_height(ev, mosaic.shape[1])
+    assert mosaic.shape[1] >= 5 * SHAPE[1]
     # the first panel of the first row is the input image
     np.testing.assert_array_equal(mosaic[18:18 + SHAPE[0], :SHAPE[1], ::-1], frames[0][0])
+
+
+def _feed(ev, frames):
+    for i, (image, gt_labels, gt_depth, pred_labels, pred_depth) in enumerate(frames):
+        ev.on_input(i, i * 0.1, image)
+        ev.on_ground_truth(i, "semantic", gt_labels, i * 0.1)
+        ev.on_ground_truth(i, "depth", gt_depth, i * 0.1)
+        ev.on_prediction(i, "semantic", pred_labels, i * 0.1 + 0.02)
+        ev.on_prediction(i, "depth", pred_depth, i * 0.1 + 0.02)
+
+
+def test_mosaic_draws_every_depth_panel_on_one_scale():
+    """A metre value has one colour in predicted and true depth, in every row, whatever each frame's range."""
+    frames = _frames(2, seed=5)
+    for k, (_, _, gt_depth, _, pred_depth) in enumerate(frames):
+        gt_depth[:] = np.linspace(3 + 20 * k, 40 + 40 * k, gt_depth.size).reshape(SHAPE)  # other ranges per frame
+        pred_depth[:] = gt_depth * 1.5
+        for depth in (gt_depth, pred_depth):
+            depth[:4, :4] = 7.5
+            depth[4:8, :4] = 30.0
+    ev = ReplayEvaluator(C, mosaic_frames=2)
+    _feed(ev, frames)
+    mosaic = ev.mosaic()
+    row_height, panel_width = SHAPE[0] + 18 + 4, SHAPE[1] + 2
+
+    def block(row, panel, rows):
+        top, left = row * row_height + 18, panel * panel_width
+        return mosaic[top + rows.start:top + rows.stop, left:left + 4].reshape(-1, 3)
+
+    near = [block(row, panel, range(0, 4)) for row in (0, 1) for panel in (3, 4)]  # predicted, true depth
+    far = [block(row, panel, range(4, 8)) for row in (0, 1) for panel in (3, 4)]
+    for blocks in (near, far):
+        assert all((b == blocks[0][0]).all() for b in blocks)
+    assert not np.array_equal(near[0][0], far[0][0])
+
+
+def test_mosaic_has_a_metre_colour_bar_and_a_class_legend(monkeypatch):
+    from mtan_ros.training import plots
+
+    written = []
+    real_put_text = plots._put_text
+    monkeypatch.setattr(plots, "_put_text", lambda canvas, text, *a, **k: (written.append(text),
+                                                                           real_put_text(canvas, text, *a, **k)))
+    names = ["flat", "construction", "object", "nature", "sky", "human", "vehicle"]
+    ev = ReplayEvaluator(C, class_names=names, mosaic_frames=1)
+    frames = _frames(1, seed=6)
+    frames[0][2][:] = np.linspace(2.0, 60.0, frames[0][2].size).reshape(SHAPE)  # true depth from 2 to 60 m
+    _feed(ev, frames)
+    mosaic = ev.mosaic()
+    assert all(name in written for name in names) and "void / none" in written
+    assert any(text.startswith("depth in metres") for text in written)
+    ticks = [float(text) for text in written if text.replace(".", "").isdigit()]
+    assert len(ticks) >= 3 and min(ticks) < 5 and max(ticks) > 50  # the robust 2nd-98th percentile range
+    legend = mosaic[SHAPE[0] + 18 + 4:]  # below the one row: colour bar and legend
+    for colour in ev.palette:  # every class's colour is shown as a swatch
+        assert (legend == colour).all(axis=-1).sum() >= 50

@@ -91,23 +91,44 @@ def test_short_training_learns_and_writes_everything(trained, tree):
     assert best.training_state is None and best.meta.info["epoch"] == best_epoch
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path):
-    common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "2", "--limit-val", "1",
-              "--weighting", "dwa", "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
-    assert train_cli.main([*common, "--out", str(tmp_path / "a"), "--epochs", "3"]) == 0
-    assert train_cli.main([*common, "--out", str(tmp_path / "b"), "--epochs", "2"]) == 0  # "killed" after 2
-    assert train_cli.main(["--out", str(tmp_path / "b"), "--resume", "--epochs", "3"]) == 0  # settings from b
+@pytest.mark.parametrize("weighting, schedule", [("dwa", "step"), ("pcgrad", "cosine")])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path, weighting, schedule):
+    """Killed after epoch 2 of 3, then resumed: the same run as an uninterrupted one. DWA needs the
+    restored loss history; PCGrad (gradient level) its random order's state; the cosine schedule
+    changes the rate every batch."""
+    from mtan_ros.training.config import parse_train_args
+    from mtan_ros.training.trainer import train
+
+    common = ["--data", str(tree), "--batch-size", "2", "--limit-train", "4", "--limit-val", "1", "--epochs", "3",
+              "--weighting", weighting, "--schedule", schedule, "--augment", "--lr", "1e-2", "--lr-step", "2", *FAST]
+    assert train_cli.main([*common, "--out", str(tmp_path / "a")]) == 0
+
+    def kill_after_epoch_2(line):
+        if line.startswith("epoch   2/3"):  # printed after last.pt was written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_train_args([*common, "--out", str(tmp_path / "b")]), log=kill_after_epoch_2)
+    assert train_cli.main(["--out", str(tmp_path / "b"), "--resume"]) == 0  # settings from b's config.yaml
     a, b = read_rows(tmp_path / "a" / "metrics.csv"), read_rows(tmp_path / "b" / "metrics.csv")
     assert len(a) == len(b) == 3
-    assert a[2]["weight_semantic"] != 1.0  # DWA active in epoch 3, from the restored loss history
+    if weighting == "dwa":
+        assert a[2]["weight_semantic"] != 1.0  # DWA active in epoch 3, from the restored loss history
+    if schedule == "cosine":  # 3 epochs of 2 batches, 5 % warm-up = no batch: the rate of batch 0 of epoch e
+        assert [r["lr"] for r in a] == pytest.approx([1e-2 * 0.5 * (1 + math.cos(math.pi * 2 * e / 6))
+                                                     for e in range(3)])
     for row_a, row_b in zip(a, b):
         for key in ("train_loss_semantic", "train_loss_depth", "weight_semantic", "weight_depth", "lr",
                     "val_miou", "val_abs_err"):
             assert row_b[key] == pytest.approx(row_a[key], rel=1e-4, abs=1e-7), key
     from mtan_ros.inference.checkpoint import load_checkpoint
 
-    wa = load_checkpoint(tmp_path / "a" / "last.pt").state_dict
-    wb = load_checkpoint(tmp_path / "b" / "last.pt").state_dict
+    last_a, last_b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert last_b.training_state["weighting"]["name"] == weighting
+    if weighting == "pcgrad":
+        assert torch.equal(last_a.training_state["weighting"]["params"]["generator"],
+                           last_b.training_state["weighting"]["params"]["generator"])
+    wa, wb = last_a.state_dict, last_b.state_dict
     for name in wa:
         assert torch.allclose(wa[name].float(), wb[name].float(), rtol=1e-3, atol=1e-5), name
 
@@ -161,7 +182,12 @@ def test_eval_cli_writes_json_and_samples_matching_training_metrics(trained, tre
     pngs = sorted((tmp_path / "samples").glob("*.png"))
     assert len(pngs) == 2 and [str(p) for p in pngs] == result["samples"]
     picture = cv2.imread(str(pngs[0]))
-    assert picture.shape == (64 + 18, 5 * 128 + 4 * 2, 3)
+    from mtan_ros.inference.checkpoint import load_checkpoint
+    from mtan_ros.training.plots import mosaic_footer
+
+    names = load_checkpoint(trained / "last.pt").meta.class_names
+    footer = mosaic_footer(5 * 128 + 4 * 2, (1.0, 50.0), np.zeros((7, 3)), names).shape[0]
+    assert picture.shape == (64 + 18 + 4 + footer, 5 * 128 + 4 * 2, 3)
 
 
 def test_eval_cli_refuses_data_with_other_classes(trained, tmp_path, capsys):
@@ -184,3 +210,48 @@ def test_amp_on_cpu_trains_in_bfloat16(tree, tmp_path):
                       plots=False)
     row = train(cfg).history[0]
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_miou"])
+
+
+def test_pcgrad_run_learns_and_logs_its_weighting(tree, tmp_path):
+    from mtan_ros.training.config import TrainConfig
+    from mtan_ros.training.trainer import train
+
+    cfg = TrainConfig(data=str(tree), out=str(tmp_path / "pcgrad"), epochs=3, batch_size=2, lr=1e-2, width=0.125,
+                      weighting="pcgrad", workers=0, limit_val=2, progress=False, tensorboard=False, plots=False)
+    rows = train(cfg).history
+    assert len(rows) == 3
+    for task in ("semantic", "depth"):
+        assert rows[-1][f"train_loss_{task}"] < rows[0][f"train_loss_{task}"]
+    assert rows[-1]["train_loss"] == pytest.approx(rows[-1]["train_loss_semantic"] + rows[-1]["train_loss_depth"])
+    assert math.isfinite(rows[-1]["val_miou"])
+
+
+def test_commands_report_errors_in_one_line(tree, trained, tmp_path, capsys):
+    import shutil
+
+    from mtan_ros.training import compare
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    (broken / "last.pt").write_bytes(b"not a checkpoint")
+    assert train_cli.main(["--out", str(broken), "--resume", *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtan-train: error: ") and "last.pt" in err and "\n" not in err
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "none.pt"), "--data", str(tree), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mtan-eval: error: ") and "none.pt" in err and "\n" not in err
+    assert eval_cli.main(["--checkpoint", "x", "--data", "y", "--samples", "-1"]) == 2
+    assert "--samples" in capsys.readouterr().err
+    assert compare.main(["--runs", "mtan gradnorm", "--data", str(tree)]) == 2
+    assert "unknown runs ['mtan gradnorm']" in capsys.readouterr().err
+
+
+def test_compare_trains_the_chosen_runs_into_one_table(tree, tmp_path, capsys):
+    from mtan_ros.training import compare
+
+    out = tmp_path / "cmp"
+    assert compare.main(["--runs", "mtan pcgrad", "--data", str(tree), "--out", str(out), "--epochs", "1",
+                         "--batch-size", "4", "--limit-train", "4", "--limit-val", "2", *FAST]) == 0
+    summary = json.loads((out / "comparison.json").read_text())
+    assert list(summary["runs"]) == ["mtan pcgrad"] and (out / "mtan_pcgrad" / "last.pt").is_file()
+    assert "mtan pcgrad" in capsys.readouterr().out

@@ -58,3 +58,18 @@ def test_bad_settings_are_reported_clearly(tmp_path):
         parse_train_args(["--data", "d", "--lr", "0"])
     with pytest.raises(SystemExit):
         parse_train_args(["--data", "d", "--arch", "resnet"])
+
+
+def test_choices_come_from_the_registries():
+    from mtan_ros.model import ARCHITECTURES
+    from mtan_ros.training.compare import RUNS
+    from mtan_ros.training.config import build_parser
+    from mtan_ros.training.losses import LOSSES
+    from mtan_ros.training.weighting import WEIGHTINGS
+
+    choices = {a.dest: a.choices for a in build_parser()._actions}
+    assert tuple(choices["arch"]) == ARCHITECTURES
+    assert tuple(choices["weighting"]) == tuple(WEIGHTINGS) and "pcgrad" in choices["weighting"]
+    assert tuple(choices["task"]) == tuple(LOSSES)
+    assert all(run["arch"] in ARCHITECTURES and run["weighting"] in WEIGHTINGS for run in RUNS.values())
+    assert parse_train_args(["--data", "d", "--weighting", "pcgrad"]).weighting == "pcgrad"

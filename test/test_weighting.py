@@ -86,3 +86,80 @@ def test_weighting_state_round_trip_and_mismatch():
     load_weighting_state(build_weighting("dwa", ["a"]), weighting_state(build_weighting("dwa", ["a"])))
     with pytest.raises(ValueError, match="choose one of"):
         build_weighting("gradnorm", ["a"])
+
+
+def test_registry_lists_each_method_once():
+    from mtan_ros.training.config import TrainConfig
+    from mtan_ros.training.weighting import WEIGHTINGS, PCGrad, Weighting
+
+    assert list(WEIGHTINGS) == ["equal", "dwa", "uncert", "pcgrad"]
+    assert WEIGHTINGS["pcgrad"] is PCGrad and all(issubclass(cls, Weighting) for cls in WEIGHTINGS.values())
+    choices = {f.name: f.metadata["choices"] for f in TrainConfig.__dataclass_fields__.values()}
+    assert tuple(choices["weighting"]) == tuple(WEIGHTINGS)
+    for name in WEIGHTINGS:
+        assert build_weighting(name, ["semantic", "depth"]).name == name
+
+
+def test_pcgrad_projection_matches_the_formula_by_hand():
+    from mtan_ros.training.weighting import project_conflicting
+
+    # g1 . g2 = -1 < 0: g1 - (g1.g2)/|g2|^2 g2 = (1, 0) + 1/2 (-1, 1) = (0.5, 0.5);
+    #                   g2 - (g2.g1)/|g1|^2 g1 = (-1, 1) + 1 (1, 0) = (0, 1).
+    grads = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+    projected = project_conflicting(grads, torch.Generator().manual_seed(3))
+    assert torch.allclose(projected, torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+    assert torch.dot(projected[0], grads[1]) == pytest.approx(0.0)  # on the normal plane of the other
+    assert torch.dot(projected[1], grads[0]) == pytest.approx(0.0)
+    agreeing = torch.tensor([[1.0, 2.0], [3.0, 0.5]])  # no conflict: unchanged
+    assert torch.equal(project_conflicting(agreeing), agreeing)
+
+
+def test_pcgrad_backward_sets_projected_shared_and_own_task_gradients():
+    from mtan_ros.training.weighting import PCGrad
+
+    shared = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
+    head_a, head_b = torch.nn.Parameter(torch.tensor(2.0)), torch.nn.Parameter(torch.tensor(-1.0))
+    # Linear losses: d L_a / d shared = (1, 0), d L_b / d shared = (-1, 1) -> conflicting.
+    losses = {"a": shared @ torch.tensor([1.0, 0.0]) + 3 * head_a,
+              "b": shared @ torch.tensor([-1.0, 1.0]) + 5 * head_b}
+    total = PCGrad(["a", "b"]).backward(losses, {"a": 1.0, "b": 1.0}, [shared])
+    assert shared.grad.tolist() == pytest.approx([0.5, 1.5])  # (0.5, 0.5) + (0, 1)
+    assert (float(head_a.grad), float(head_b.grad)) == (3.0, 5.0)  # task-specific: untouched
+    assert float(total) == pytest.approx(float((losses["a"] + losses["b"]).detach()))
+    # Without conflict PCGrad is the plain sum, like the default backward.
+    shared.grad = None
+    losses = {"a": shared @ torch.tensor([1.0, 0.0]), "b": shared @ torch.tensor([1.0, 1.0])}
+    PCGrad(["a", "b"]).backward(losses, None, [shared], scale=lambda t: 2 * t)
+    assert shared.grad.tolist() == pytest.approx([4.0, 2.0])
+
+
+def test_default_backward_is_one_pass_over_the_weighted_sum():
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    losses = {"semantic": (p ** 2).sum(), "depth": p.sum()}
+    total = DynamicWeightAverage(["semantic", "depth"]).backward(losses, {"semantic": 0.5, "depth": 2.0}, [p])
+    assert float(total) == pytest.approx(0.5 * 5 + 2 * 3)
+    assert p.grad.tolist() == pytest.approx([0.5 * 2 + 2, 0.5 * 4 + 2])
+
+
+def test_pcgrad_random_order_resumes_from_its_state():
+    from mtan_ros.training.weighting import PCGrad
+
+    a = PCGrad(["x", "y", "z"], seed=5)
+    torch.randperm(3, generator=a.generator)
+    state = weighting_state(a)
+    b = build_weighting("pcgrad", ["x", "y", "z"], seed=99)
+    load_weighting_state(b, state)
+    assert torch.equal(torch.randperm(10, generator=a.generator), torch.randperm(10, generator=b.generator))
+
+
+def test_shared_parameters_are_those_no_task_owns():
+    from mtan_ros.model import build_model
+    from mtan_ros.training.weighting import shared_parameters
+
+    tasks = {"semantic": 7, "depth": 1}
+    mtan = build_model("mtan", tasks, 0.125)
+    shared = {id(p) for p in shared_parameters(mtan, tasks)}
+    names = {name for name, p in mtan.named_parameters() if id(p) in shared}
+    assert names and all(name.startswith(("backbone.", "encoder_shared.", "decoder_shared.")) for name in names)
+    assert not any("heads" in name or "attention" in name for name in names)
+    assert shared_parameters(build_model("single", tasks, 0.125), tasks) == []

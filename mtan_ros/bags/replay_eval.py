@@ -83,7 +83,7 @@ class ReplayEvaluator:
         self.out_times: list[float] = []
         self.first_time: Optional[float] = None
         self.last_time: Optional[float] = None
-        self.mosaic_rows: list[tuple[int, np.ndarray]] = []
+        self.mosaic_rows: list[tuple[int, tuple[np.ndarray, ...]]] = []  # stamp, arrays to draw
         self.depth_pixels_with_gt = 0
         self._next_order = 0
         self.rejected = 0
@@ -197,16 +197,14 @@ class ReplayEvaluator:
         return [(done - start) * 1e3 for start, done in self.timings.values() if start is not None]
 
     def _add_mosaic_row(self, stamp: int, frame: _Frame) -> None:
-        from mtan_ros.training.plots import sample_mosaic
-
+        """Keep the frame's arrays for the picture; rows are drawn at the end, on one depth scale."""
         image = frame.image
         if image.shape[:2] != frame.gt["semantic"].shape:
             return
         gt_labels = frame.gt["semantic"].astype(np.int64)
         gt_labels[gt_labels >= self.num_classes] = -1
-        row = sample_mosaic(image, frame.pred["semantic"], gt_labels, frame.pred["depth"], frame.gt["depth"],
-                            self.palette)
-        self.mosaic_rows.append((stamp, row))
+        self.mosaic_rows.append((stamp, (image, frame.pred["semantic"], gt_labels, frame.pred["depth"],
+                                         frame.gt["depth"])))
 
     def _prune(self) -> None:
         """Forget the oldest frames beyond max_pending (never completed: they count as dropped)."""
@@ -269,13 +267,15 @@ class ReplayEvaluator:
         return report
 
     def mosaic(self) -> Optional[np.ndarray]:
-        """Rows of input | labels | ground truth | depth | ground-truth depth, in frame order."""
+        """Rows of input | labels | true labels | depth | true depth in frame order, then a depth colour
+        bar in metres and the class legend. Every depth panel uses one colour scale: the robust range
+        (2nd-98th percentile) of the drawn frames' ground truth."""
+        from mtan_ros.training.plots import mosaic_picture
+
         if not self.mosaic_rows:
             return None
-        rows = [row for _, row in sorted(self.mosaic_rows, key=lambda r: r[0])]
-        width = max(r.shape[1] for r in rows)
-        padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-        return np.concatenate(padded, axis=0)
+        frames = [arrays for _, arrays in sorted(self.mosaic_rows, key=lambda r: r[0])]
+        return mosaic_picture(frames, self.palette, self.class_names)
 
     def write(self, out_dir: "str | os.PathLike[str]", info: Optional[dict[str, Any]] = None) -> dict[str, Path]:
         """Write report.json (and mosaic.png when there are frames to draw); returns their paths."""

@@ -3,9 +3,13 @@
 Small pieces, each usable on its own:
   metrics    ConfusionMatrix, DepthErrors, depth_errors (reference definitions)
   losses     semantic / depth / normal losses, task_losses
-  weighting  EqualWeighting, DynamicWeightAverage, UncertaintyWeighting
+  weighting  the Weighting base (backward hook) and its registry: equal, DWA, uncertainty, PCGrad
+  schedule   learning-rate schedules (step, cosine, onecycle) as closed forms of the run's position
   config     TrainConfig (defaults = the paper's protocol), YAML + command line
-  trainer    train(config) -> TrainResult: the resumable, multi-process loop
+  trainer    train(config) -> TrainResult: the resumable, multi-process loop, built from
+    run        data, loaders, model, weighting, optimiser, schedule, resume (one function each)
+    epoch      one training epoch and one validation pass
+    checkpoints, rng, run_log   last.pt / best.pt, random state, console lines and per-epoch files
   evaluate   one pass over a split: losses and whole-split metrics
   report     the paper-style results table, report.json
   plots      training curves and prediction mosaics

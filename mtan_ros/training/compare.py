@@ -4,7 +4,7 @@
 
 Runs, one after another with identical settings otherwise: one SegNet per task
 (``single``), a shared SegNet with task heads (``split``), and MTAN with equal,
-DWA and uncertainty weighting. Each run lands in OUT/<name>/ as a normal
+DWA and uncertainty weighting and with PCGrad (``--runs`` picks some of them). Each run lands in OUT/<name>/ as a normal
 mtan-train run (so it can be resumed or evaluated); the table (mean of the last
 validated epochs, as the paper reports, plus wall time and parameter count) is
 printed and saved as OUT/comparison.json.
@@ -16,6 +16,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from mtan_ros.cli import run_command
+from mtan_ros.errors import ConfigError
+
 __all__ = ["RUNS", "main"]
 
 RUNS = {
@@ -24,29 +27,32 @@ RUNS = {
     "mtan equal": {"arch": "mtan", "weighting": "equal"},
     "mtan dwa": {"arch": "mtan", "weighting": "dwa"},
     "mtan uncert": {"arch": "mtan", "weighting": "uncert"},
+    "mtan pcgrad": {"arch": "mtan", "weighting": "pcgrad"},
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError, parse_train_args
+    return run_command("compare", lambda: _compare(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _compare(argv: list[str]) -> None:
+    from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    from .config import parse_train_args
     from .report import format_table, write_json
     from .trainer import TrainingError, train
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     only = None
     if "--runs" in argv:
         i = argv.index("--runs")
+        if i + 1 >= len(argv):
+            raise ConfigError(f"--runs needs a comma-separated list of runs from: {', '.join(RUNS)}")
         only = [name.strip() for name in argv[i + 1].split(",")]
         del argv[i:i + 2]
         unknown = [name for name in only if name not in RUNS]
         if unknown:
-            print(f"compare: unknown runs {unknown}; choose from {', '.join(RUNS)}", file=sys.stderr)
-            return 2
-    try:
-        base = parse_train_args(argv)
-    except ConfigError as exc:
-        print(f"compare: error: {exc}", file=sys.stderr)
-        return 2
+            raise ConfigError(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
+    base = parse_train_args(argv)
     out = Path(base.out)
     table, summary = {}, {}
     for name, settings in RUNS.items():
@@ -57,27 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = train(config)
         except TrainingError as exc:
-            print(f"compare: {name}: {exc}", file=sys.stderr)
-            return 2
+            raise TrainingError(f"{name}: {exc}") from None
         wall = time.perf_counter() - start
         report = result.report
-        from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
-
         params = sum(p.numel() for p in build_model_from_checkpoint(load_checkpoint(result.last)).parameters())
         table[f"{name} ({wall / 60:.1f} min)"] = report["last_n"]
         summary[name] = {**report["last_n"], "best": report["best"], "wall_time_s": wall, "parameters": params,
                          "train_images_per_s": report["train_images_per_s"], "stopped_early": result.stopped_early}
         units = report["units"]["abs_err"]
     if not summary:
-        print("compare: no runs selected", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no runs selected; choose from {', '.join(RUNS)}")
     text = format_table(table, units, with_paper=False)
     print(text)
     for name, s in summary.items():
         print(f"{name:14s} {s['parameters'] / 1e6:7.3f} M parameters, {s['train_images_per_s']:.2f} train img/s, "
               f"{s['wall_time_s']:.0f} s")
     write_json({"runs": summary, "settings": base.to_dict(), "table": text}, out / "comparison.json")
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,14 +17,22 @@ from typing import Any
 
 from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
 
+from mtan_ros.data import FORMATS as _DATA_FORMATS
+from mtan_ros.model import ARCHITECTURES
+
+from .losses import LOSSES
+from .schedule import SCHEDULES
+from .weighting import WEIGHTINGS as _WEIGHTING_CLASSES
+
 __all__ = ["TrainConfig", "ConfigError", "build_parser", "parse_train_args", "load_yaml", "save_config",
            "config_from_dict", "CONFIG_NAME"]
 
 CONFIG_NAME = "config.yaml"
-ARCHS = ("mtan", "split", "single")
-TASKS = ("semantic", "depth", "normal")
-WEIGHTINGS = ("equal", "dwa", "uncert")
-FORMATS = ("auto", "npy", "raw")
+# Choices come from the registries they select from (model.factory, losses, weighting, data).
+ARCHS = ARCHITECTURES
+TASKS = tuple(LOSSES)
+WEIGHTINGS = tuple(_WEIGHTING_CLASSES)
+FORMATS = tuple(f for f in _DATA_FORMATS if f != "synthetic")  # on-disk layouts; synthetic scenes have no folder
 BEST_METRICS = ("auto", "miou", "pixel_accuracy", "abs_err", "rel_err", "loss")
 
 
@@ -43,6 +51,12 @@ class TrainConfig:
     epochs: int = _opt(200, "number of epochs (paper: 200)", metavar="N")
     batch_size: int = _opt(8, "images per batch and process (paper: 8)", metavar="B")
     lr: float = _opt(1e-4, "Adam learning rate (paper: 1e-4)")
+    schedule: str = _opt("step", "learning-rate schedule: step (the paper: times --lr-gamma every --lr-step "
+                                 "epochs), cosine (linear warm-up, then cosine decay to 0 at the end of the run) "
+                                 "or onecycle (cosine rise from lr/25, then decay to lr*1e-4), per batch",
+                         SCHEDULES)
+    warmup: float = _opt(0.05, "cosine / onecycle: fraction of the run's batches spent rising to --lr",
+                         metavar="FRACTION")
     lr_step: int | None = _opt(None, "epochs between learning-rate decays (default: half of --epochs, "
                                      "i.e. one halving at the midpoint like the paper)", metavar="N")
     lr_gamma: float = _opt(0.5, "learning-rate factor at each decay")
@@ -50,7 +64,8 @@ class TrainConfig:
     arch: str = _opt("mtan", "architecture: MTAN, shared SegNet with task heads, or one SegNet per task",
                      ARCHS)
     task: str | None = _opt(None, "train on this one task only (default: every task the data has)", TASKS)
-    weighting: str = _opt("equal", "task weighting", WEIGHTINGS)
+    weighting: str = _opt("equal", "task weighting: loss-level equal, DWA or uncertainty; gradient-level PCGrad "
+                                   "(projects conflicting task gradients; one process)", WEIGHTINGS)
     temperature: float = _opt(2.0, "DWA temperature T (paper: 2)", metavar="T")
     uncert_init: float = _opt(-0.5, "initial log-variance of uncertainty weighting")
     resume: bool = _opt(False, "continue from OUT/last.pt with its optimiser, scheduler, weighting and RNG state")
@@ -101,6 +116,8 @@ class TrainConfig:
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be positive; got {value!r}")
+        if not (math.isfinite(self.warmup) and 0 <= self.warmup < 1):
+            raise ConfigError(f"warmup must be a fraction in [0, 1); got {self.warmup!r}")
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 or more; got {self.workers!r}")
         return self

@@ -5,7 +5,8 @@
 Prints the paper-style table (mIoU, pixel accuracy, depth abs/rel error in the
 dataset's units and in metres) and the IoU of every class (names from the
 checkpoint), optionally writes the numbers as JSON, and writes K sample PNGs:
-input | predicted labels | ground truth | predicted depth | ground-truth depth.
+input | predicted labels | ground truth | predicted depth | ground-truth depth, with the
+depth colour bar in metres and the class legend.
 The model runs at the input size recorded in the checkpoint; its outputs are
 resized to the ground truth's size before the metrics are computed.
 """
@@ -17,17 +18,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtan_ros.errors import EvalError  # noqa: F401 (re-exported)
+from mtan_ros.cli import run_command
+from mtan_ros.errors import ConfigError, EvalError  # noqa: F401 (EvalError re-exported)
 
 __all__ = ["main", "run_eval", "EvalError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import FORMATS
+
     p = argparse.ArgumentParser(prog="mtan-eval", description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--checkpoint", required=True, metavar="CK", help="checkpoint file (best.pt or last.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--format", default="auto", choices=("auto", "npy", "raw"), help="dataset layout")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="dataset layout")
     p.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     p.add_argument("--samples", type=int, default=4, metavar="K",
                    help="number of sample PNGs, spread evenly over the split (default: 4; 0 = none)")
@@ -74,7 +78,7 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
 
     from .distributed import resolve_device
     from .evaluate import convert_depth, evaluate, predict
-    from .plots import sample_mosaic, write_png
+    from .plots import mosaic_picture, write_png
     from .report import depth_units, format_per_class, format_table, write_json
 
     device = resolve_device(args.device)
@@ -159,7 +163,7 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 gt_m = encoding.to_metres(item["depth"].reshape(h, w)).numpy() if "depth" in item \
                     else np.full((h, w), np.nan, dtype=np.float32)
                 rgb = item["image"].permute(1, 2, 0).numpy()
-                mosaic = sample_mosaic(rgb, labels, gt_labels, pred_m, gt_m, palette)
+                mosaic = mosaic_picture([(rgb, labels, gt_labels, pred_m, gt_m)], palette, meta.class_names)
                 written.append(str(write_png(folder / f"sample_{index:04d}.png", mosaic)))
         out["samples"] = written
         log(f"{len(written)} sample picture(s) in {folder}")
@@ -171,27 +175,13 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.samples < 0 or args.batch_size < 1 or args.workers < 0:
-        print("mtan-eval: error: --samples and --workers must be 0 or more, --batch-size at least 1",
-              file=sys.stderr)
-        return 2
-    from mtan_ros.inference.checkpoint import CheckpointError
 
-    from .distributed import DeviceError
-
-    errors: list[type[BaseException]] = [EvalError, CheckpointError, DeviceError, FileNotFoundError]
-    try:
-        from mtan_ros.data.errors import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    try:
+    def body() -> None:
+        if args.samples < 0 or args.batch_size < 1 or args.workers < 0:
+            raise ConfigError("--samples and --workers must be 0 or more, --batch-size at least 1")
         run_eval(args)
-    except tuple(errors) as exc:
-        print(f"mtan-eval: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("mtan-eval", body)
 
 
 if __name__ == "__main__":

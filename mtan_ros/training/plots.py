@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["plot_curves", "colorize_labels", "colorize_depth", "depth_range", "sample_mosaic", "write_png"]
+__all__ = ["plot_curves", "colorize_labels", "colorize_depth", "depth_range", "sample_mosaic", "depth_colorbar",
+           "class_legend", "mosaic_footer", "mosaic_picture", "truth_depth_range", "write_png"]
 
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -95,6 +96,13 @@ def depth_range(*metres: Any) -> tuple[float, float]:
     return float(lo), float(max(hi, lo * 1.01 + 1e-6))
 
 
+def truth_depth_range(predicted: Sequence[Any], truth: Sequence[Any]) -> tuple[float, float]:
+    """One colour range for several frames: the ground truth's robust range (`depth_range`), or the
+    predictions' where no frame has ground truth."""
+    with_values = [t for t in truth if np.isfinite(np.asarray(t, dtype=np.float64)).any()]
+    return depth_range(*with_values) if with_values else depth_range(*predicted)
+
+
 def colorize_depth(metres: Any, vmin: float, vmax: float) -> np.ndarray:
     """H×W metres -> H×W×3 uint8 RGB (near = bright, inverse-depth scaling); no value = black."""
     import cv2
@@ -110,35 +118,52 @@ def colorize_depth(metres: Any, vmin: float, vmax: float) -> np.ndarray:
     return rgb
 
 
-def _panel_title(panel: np.ndarray, text: str) -> np.ndarray:
+_FONT_SCALE = 0.42
+_TITLE_HEIGHT = 18
+
+
+def _put_text(canvas: np.ndarray, text: str, origin: tuple[int, int], color: Sequence[int] = (0, 0, 0)) -> None:
+    """Draw one line of text (the one place text is drawn, so tests can see what is written)."""
     import cv2
 
-    bar = np.full((18, panel.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, tuple(int(c) for c in color), 1,
+                cv2.LINE_AA)
+
+
+def _text_width(text: str) -> int:
+    import cv2
+
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, 1)[0][0]
+
+
+def _panel_title(panel: np.ndarray, text: str) -> np.ndarray:
+    bar = np.full((_TITLE_HEIGHT, panel.shape[1], 3), 255, dtype=np.uint8)
+    _put_text(bar, text, (4, 13))
     return np.concatenate([bar, panel], axis=0)
 
 
 def sample_mosaic(image: Any, pred_labels: Any, gt_labels: Any, pred_depth_m: Any, gt_depth_m: Any,
-                  palette: Any) -> np.ndarray:
-    """One row: input | predicted labels | ground truth | predicted depth | ground-truth depth (RGB uint8).
+                  palette: Any, depth_range_m: tuple[float, float] | None = None) -> np.ndarray:
+    """One row: input | predicted labels | true labels | predicted depth | true depth (RGB uint8).
 
     ``image`` is H×W×3 uint8 or float in [0, 1]; depths are metres (NaN = none),
-    colour-mapped with one range shared by prediction and ground truth.
+    colour-mapped on one scale shared by prediction and ground truth: ``depth_range_m``
+    (pass the same range to every row of a picture), or by default the ground
+    truth's robust range (`depth_range`).
     """
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    vmin, vmax = depth_range(gt_depth_m) if np.isfinite(np.asarray(gt_depth_m, dtype=np.float64)).any() \
-        else depth_range(pred_depth_m)
+    vmin, vmax = depth_range_m if depth_range_m is not None else truth_depth_range([pred_depth_m], [gt_depth_m])
     panels = [
         (image, "input"),
-        (colorize_labels(pred_labels, palette), "predicted"),
-        (colorize_labels(gt_labels, palette), "ground truth"),
-        (colorize_depth(pred_depth_m, vmin, vmax), f"depth {vmin:.3g}-{vmax:.3g} m"),
+        (colorize_labels(pred_labels, palette), "predicted labels"),
+        (colorize_labels(gt_labels, palette), "true labels"),
+        (colorize_depth(pred_depth_m, vmin, vmax), "predicted depth"),
         (colorize_depth(gt_depth_m, vmin, vmax), "true depth"),
     ]
     height = image.shape[0]
-    sep = np.full((height + 18, 2, 3), 255, dtype=np.uint8)
+    sep = np.full((height + _TITLE_HEIGHT, 2, 3), 255, dtype=np.uint8)
     row = []
     for i, (panel, title) in enumerate(panels):
         if panel.shape[:2] != image.shape[:2]:
@@ -147,6 +172,82 @@ def sample_mosaic(image: Any, pred_labels: Any, gt_labels: Any, pred_depth_m: An
             row.append(sep)
         row.append(_panel_title(panel, title))
     return np.concatenate(row, axis=1)
+
+
+def _depth_ticks(vmin: float, vmax: float) -> list[float]:
+    """Round metre values (1, 2, 5, 10, 20, 50, ...) inside [vmin, vmax], plus both ends."""
+    ticks = [vmin]
+    decade = 10.0 ** math.floor(math.log10(max(vmin, 1e-6)))
+    while decade <= vmax:
+        ticks += [m * decade for m in (1, 2, 5) if vmin < m * decade < vmax]
+        decade *= 10
+    return ticks + [vmax]
+
+
+def depth_colorbar(width: int, vmin: float, vmax: float) -> np.ndarray:
+    """A strip with the depth colour scale of `colorize_depth` and its ticks in metres (RGB uint8).
+
+    The bar runs from ``vmin`` (left, near) to ``vmax`` (right, far), evenly in
+    inverse depth like the colours themselves.
+    """
+    margin, bar_height = 10, 14
+    canvas = np.full((_TITLE_HEIGHT + bar_height + 20, width, 3), 255, dtype=np.uint8)
+    _put_text(canvas, "depth in metres (predicted and true depth on this one scale; black: no value)", (margin, 13))
+    length = max(width - 2 * margin, 2)
+    inverse = np.linspace(1.0 / vmin, 1.0 / vmax, length)
+    colours = colorize_depth((1.0 / inverse)[None, :], vmin, vmax)
+    top = _TITLE_HEIGHT
+    canvas[top:top + bar_height, margin:margin + length] = colours
+    position = {value: margin + int(round((1.0 / vmin - 1.0 / value) / (1.0 / vmin - 1.0 / vmax) * (length - 1)))
+                for value in _depth_ticks(vmin, vmax)}
+    placed: list[tuple[float, int, int]] = []  # value, left, right of its label
+    for value in sorted(position, key=lambda v: (v not in (vmin, vmax), v)):  # both ends first
+        label = f"{value:.3g}"
+        left = min(max(position[value] - _text_width(label) // 2, 0), width - _text_width(label))
+        right = left + _text_width(label)
+        if all(right + 6 < other_left or left > other_right + 6 for _, other_left, other_right in placed):
+            placed.append((value, left, right))  # labels never overlap (the far end is compressed)
+    for value, left, _ in placed:
+        x = position[value]
+        canvas[top + bar_height:top + bar_height + 4, x:x + 1] = 0
+        _put_text(canvas, f"{value:.3g}", (left, top + bar_height + 16))
+    return canvas
+
+
+def class_legend(width: int, palette: Any, names: Sequence[str]) -> np.ndarray:
+    """Colour swatches with class names, wrapped into lines of at most ``width`` pixels (RGB uint8)."""
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    margin, swatch, line = 10, 12, 18
+    entries = list(zip(names, palette)) + [("void / none", np.zeros(3, dtype=np.uint8))]
+    places, x, y = [], margin, 0
+    for name, colour in entries:
+        entry = swatch + 4 + _text_width(name) + 14
+        if x + entry > width - margin and x > margin:
+            x, y = margin, y + line
+        places.append((x, y, name, colour))
+        x += entry
+    canvas = np.full((y + line + 4, width, 3), 255, dtype=np.uint8)
+    for x, y, name, colour in places:
+        canvas[y + 3:y + 3 + swatch, x:x + swatch] = colour
+        canvas[y + 3:y + 3 + swatch, [x, x + swatch - 1]] = 128  # outline: a white or black class stays visible
+        canvas[[y + 3, y + 2 + swatch], x:x + swatch] = 128
+        _put_text(canvas, name, (x + swatch + 4, y + 13))
+    return canvas
+
+
+def mosaic_footer(width: int, depth_range_m: tuple[float, float], palette: Any, names: Sequence[str]) -> np.ndarray:
+    """What a reader needs under a mosaic: the depth colour bar in metres and the class colours."""
+    return np.concatenate([depth_colorbar(width, *depth_range_m), class_legend(width, palette, names)], axis=0)
+
+
+def mosaic_picture(frames: Sequence[Sequence[Any]], palette: Any, names: Sequence[str]) -> np.ndarray:
+    """`sample_mosaic` rows of ``frames`` (image, predicted labels, true labels, predicted depth m,
+    true depth m), all depth panels on one scale (`truth_depth_range`), then `mosaic_footer`."""
+    scale = truth_depth_range([f[3] for f in frames], [f[4] for f in frames])
+    rows = [sample_mosaic(*frame, palette, depth_range_m=scale) for frame in frames]
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(padded + [mosaic_footer(width, scale, palette, names)], axis=0)
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:

@@ -1,55 +1,36 @@
 """``mtan-train``: train MTAN or a baseline; see ``mtan-train --help``.
 
-Exit status 0 on success, 2 for unusable settings or data, 1 when training
-fails, 130 when interrupted (the last finished epoch is in last.pt: rerun with
---resume to continue).
+Exit status 0 on success, 2 for unusable settings, data or checkpoints (one line
+on stderr), 130 when interrupted (the last finished epoch is in last.pt: rerun
+with --resume to continue).
 """
 from __future__ import annotations
 
 import sys
 
+from mtan_ros.cli import run_command
+
 __all__ = ["main"]
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is the whole story for the user (no traceback)."""
-    from mtan_ros.inference.checkpoint import CheckpointError
-
-    from .config import ConfigError
-    from .distributed import DeviceError
-    from .trainer import TrainingError
-
-    errors: list[type[BaseException]] = [ConfigError, TrainingError, CheckpointError, DeviceError,
-                                         FileNotFoundError]
-    try:
-        from mtan_ros.data.errors import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errors)
+PROG = "mtan-train"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError, parse_train_args
+    from .config import parse_train_args
 
-    try:
-        config = parse_train_args(argv)
-    except ConfigError as exc:
-        print(f"mtan-train: error: {exc}", file=sys.stderr)
-        return 2
-    from .trainer import train
+    parsed = []
+    code = run_command(PROG, lambda: parsed.append(parse_train_args(argv)))
+    if not parsed:
+        return code
+    config = parsed[0]
 
-    try:
-        result = train(config)
-    except KeyboardInterrupt:
-        print(f"\nmtan-train: interrupted; the last finished epoch is in {config.out}/last.pt — continue with "
-              f"`mtan-train --out {config.out} --resume`", file=sys.stderr)
-        return 130
-    except _user_errors() as exc:
-        print(f"mtan-train: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if result is not None else 1
+    def body() -> None:
+        from .trainer import train
+
+        train(config)
+
+    return run_command(PROG, body, interrupted_hint=f"the last finished epoch is in {config.out}/last.pt; "
+                                                    f"continue with `mtan-train --out {config.out} --resume`")
 
 
 if __name__ == "__main__":
