@@ -16,6 +16,8 @@ from mtan_ros.model import build_model, set_pooling
 from mtan_ros.model.blocks import IndexPooling, MaskPooling
 from test_export import lively_checkpoint
 
+pytestmark = pytest.mark.slow
+
 
 def _image(height, width, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)

@@ -20,6 +20,8 @@ SIZE = (64, 128)
 START_NS = 1_650_000_000 * 10**9
 PERIOD_NS = 100_000_000
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ros():

@@ -1,7 +1,11 @@
 """The benchmark runs end to end on a tiny model and says when its weights are random."""
 from __future__ import annotations
 
+import pytest
+
 from mtan_ros.inference import benchmark
+
+pytestmark = pytest.mark.slow
 
 
 def test_benchmark_reports_every_configuration_and_the_prepost_table(capsys):

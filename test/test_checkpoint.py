@@ -20,6 +20,7 @@ from mtan_ros.inference.checkpoint import (
 from mtan_ros.model import build_model
 
 
+@pytest.mark.slow
 def test_round_trip_keeps_meta_weights_and_training_state(tmp_path, tiny_checkpoint):
     ckpt = load_checkpoint(tiny_checkpoint)
     training_state = {"epoch": 3, "optimizer": {"lr": [1e-4]}, "rng": torch.get_rng_state(),
@@ -47,6 +48,7 @@ def test_round_trip_keeps_meta_weights_and_training_state(tmp_path, tiny_checkpo
     assert torch.equal(out_a["depth"], out_b["depth"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mtan", "split", "single"])
 def test_built_model_equals_the_saved_one(tmp_path, arch):
     """The model is materialised from the meta device: every tensor must come from the file."""
@@ -326,6 +328,7 @@ def _load_in_fresh_process(paths) -> tuple[list[list[str]], int]:
     return [line.split() for line in out.splitlines()], usage.ru_maxrss
 
 
+@pytest.mark.slow
 def test_refusing_an_oversized_checkpoint_allocates_nothing_big(tmp_path, tiny_checkpoint):
     """The tester's files grew the node past 5 GiB; refused before building, they cost what an import costs."""
     cases = {

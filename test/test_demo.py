@@ -16,6 +16,8 @@ TINY = ["--train-minutes", "0.05", "--epochs", "1", "--frames", "3", "--train-sc
         "--size", "64", "128", "--bag-size", "64", "128", "--batch-size", "4", "--no-progress",
         "--replay-timeout", "180"]
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

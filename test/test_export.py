@@ -14,6 +14,8 @@ from mtan_ros.errors import ExportError
 from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from mtan_ros.inference.export import FORMATS, export, main
 
+pytestmark = pytest.mark.slow
+
 
 def lively_checkpoint(path, **kwargs):
     """A random checkpoint whose BatchNorm statistics were measured on street scenes.

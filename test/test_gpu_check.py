@@ -10,6 +10,8 @@ import torch
 
 from mtan_ros.tools import gpu_check
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 def test_quick_check_on_a_cpu_machine_skips_every_cuda_row(tmp_path, capsys):

@@ -15,6 +15,8 @@ from ros_helpers import RosSession  # noqa: E402
 from mtan_ros.errors import LifecycleStateError, NodeStartupError  # noqa: E402
 from mtan_ros.ros.lifecycle_client import LifecycleWatcher, split_fqn, wait_for_state  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ros():

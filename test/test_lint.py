@@ -13,6 +13,7 @@ SOURCES = ["mtan_ros", "launch", "test", "setup.py"]
 PEP257_IGNORE = ["D205", "D209", "D213", "D400", "D401", "D402", "D403", "D406", "D407", "D413", "D415"]
 
 
+@pytest.mark.slow
 @pytest.mark.linter
 def test_flake8(monkeypatch):
     main = pytest.importorskip("ament_flake8.main", reason="ament_flake8 is not installed (`pip install '.[lint]'`)")
@@ -22,6 +23,7 @@ def test_flake8(monkeypatch):
     assert rc == 0, f"{len(errors)} flake8 problems:\n" + "\n".join(errors[:40])
 
 
+@pytest.mark.slow
 @pytest.mark.linter
 def test_pep257(monkeypatch):
     main = pytest.importorskip("ament_pep257.main", reason="ament_pep257 is not installed (`pip install '.[lint]'`)")

@@ -52,6 +52,7 @@ def test_single_task_segnet_parameter_count_matches_reference():
     assert n_params(SegNetSingle({"semantic": 13})) == REFERENCE_SINGLE_SEMANTIC_PARAMS
 
 
+@pytest.mark.slow
 def test_baseline_parameter_counts():
     # Split: one shared SegNet + three heads (the reference's 25,055,188 less its 3 logsigma).
     assert n_params(SegNetSplit(NYU_TASKS)) == 25_055_185
@@ -82,6 +83,7 @@ def test_init_follows_reference():
     assert big.weight.std().item() == pytest.approx(expected, rel=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("tasks", TASK_SETS, ids=lambda t: "-".join(t))
 def test_outputs_keys_shapes_dtypes(arch, tasks):
@@ -104,6 +106,7 @@ def test_outputs_keys_shapes_dtypes(arch, tasks):
         assert not torch.allclose(prob_sums, torch.ones(2, 64, 96), atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_train_mode_backward_reaches_every_parameter(arch):
     model = build_model(arch, {"semantic": 4, "depth": 1, "normal": 3}, width=0.125).train()
@@ -171,6 +174,7 @@ def test_build_model_by_name():
         build_model("segformer", {"semantic": 7})
 
 
+@pytest.mark.slow
 def test_channels_last_matches_and_bf16_autocast_runs():
     torch.manual_seed(0)
     model = SegNetMTAN({"semantic": 4, "depth": 1, "normal": 3}, width=0.125)

@@ -166,6 +166,7 @@ def test_reference_layout_has_the_published_parameter_count():
     assert ours == total - shapes["logsigma"][0]
 
 
+@pytest.mark.slow
 def test_loaded_model_reproduces_reference_forward(loaded, reference_sd):
     x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -193,6 +194,7 @@ def test_loading_copies_every_value(loaded, reference_sd):
     assert len(ours) == n_tensors
 
 
+@pytest.mark.slow
 def test_data_parallel_prefix_and_task_order_are_handled(loaded, reference_sd):
     wrapped = {f"module.{k}": v for k, v in reference_sd.items()}
     reordered = SegNetMTAN({"normal": 3, "depth": 1, "semantic": 13})

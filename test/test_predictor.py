@@ -221,6 +221,7 @@ def test_outputs_have_the_input_size_dtypes_and_class_range(tiny_checkpoint, siz
     assert predictor.num_classes == 7 and predictor.class_colors.shape == (7, 3)
 
 
+@pytest.mark.slow
 def test_depth_is_the_model_output_converted_to_metres(tmp_path):
     """An inverse-depth checkpoint: metres = scale / raw, NaN where raw <= 0."""
     path = make_checkpoint(tmp_path / "inv.pt", depth_kind="inverse", depth_scale=1.85)
@@ -242,6 +243,7 @@ def test_depth_is_the_model_output_converted_to_metres(tmp_path):
     assert (result.labels == expected_labels).mean() > 0.999
 
 
+@pytest.mark.slow
 def test_batchnorm_folding_keeps_outputs(tiny_checkpoint):
     ckpt = load_checkpoint(tiny_checkpoint)
     model = _randomise_batchnorm(build_model_from_checkpoint(ckpt))
@@ -255,6 +257,7 @@ def test_batchnorm_folding_keeps_outputs(tiny_checkpoint):
         torch.testing.assert_close(after[task], before[task], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_batch_equals_single_calls(tiny_checkpoint):
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32")
     images = [_image(64, 128, seed=1), _image(100, 90, seed=2), _image(64, 128, seed=3)]
@@ -270,6 +273,7 @@ def test_batch_equals_single_calls(tiny_checkpoint):
     assert predictor.predict_batch([]) == []
 
 
+@pytest.mark.slow
 def test_reduced_precision_runs_and_stays_close_to_fp32(tiny_checkpoint):
     """bf16 on a model whose BatchNorm statistics were measured on street scenes.
 
@@ -341,6 +345,7 @@ def test_bad_arguments_are_clear_errors(tiny_checkpoint):
             predictor(image)
 
 
+@pytest.mark.slow
 def test_non_contiguous_images_are_accepted(tiny_checkpoint):
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32")
     bgr = _image(64, 128, seed=11)
@@ -355,6 +360,7 @@ def test_close_releases_the_model(tiny_checkpoint):
     assert predictor.model is None
 
 
+@pytest.mark.slow
 def test_compiled_predictor_matches_eager(tiny_checkpoint):
     eager = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32")
     compiled = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32", compile=True)

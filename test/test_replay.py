@@ -37,6 +37,8 @@ from mtan_ros.ros.replay_graph import ReplayOptions, replay_nodes, ros2_bag_prob
 SIZE = (64, 128)
 BAG_RATE = 5.0
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ros():

@@ -41,7 +41,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # n
 from mtan_ros.ros.image_messages import rgb_to_compressed_msg  # noqa: E402
 from mtan_ros.ros.pointcloud import cloud_to_array  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 # The node's checkpoint is the tiny one with its depth unit changed: metres = raw * SCALE.
 SCALE = 1.0e7

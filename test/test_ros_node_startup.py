@@ -7,7 +7,7 @@ pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e
 
 from ros_helpers import NodeProcess, RosSession  # noqa: E402
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

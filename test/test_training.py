@@ -11,6 +11,8 @@ from mtan_ros.training import eval_cli, train_cli
 
 FAST = ["--width", "0.125", "--workers", "0", "--no-progress", "--no-tensorboard", "--no-plots"]
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 
 def torchrun() -> str | None:
     candidate = Path(sys.executable).with_name("torchrun")

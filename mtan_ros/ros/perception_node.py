@@ -72,12 +72,15 @@ MAX_CLASSES = 255
 GRAPH_PERIOD_S = 0.2
 
 
-def default_inference_threads(cpu_count: Optional[int] = None) -> int:
-    """CPU threads for inference when the parameter is 0.
+def default_inference_threads(cpu_count: Optional[int] = None, environ: Optional[dict] = None) -> int:
+    """CPU threads for inference when the parameter is 0: OMP_NUM_THREADS if the user set it, else measured.
 
     Leaving one core to the middleware and the executor keeps large frames from
     stalling inference; on 1-2 cores every core is needed for the model itself.
     """
+    given = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     cpus = cpu_count or os.cpu_count() or 1
     return cpus if cpus <= 2 else cpus - 1
 
