@@ -73,3 +73,25 @@ def test_choices_come_from_the_registries():
     assert tuple(choices["task"]) == tuple(LOSSES)
     assert all(run["arch"] in ARCHITECTURES and run["weighting"] in WEIGHTINGS for run in RUNS.values())
     assert parse_train_args(["--data", "d", "--weighting", "pcgrad"]).weighting == "pcgrad"
+
+
+def test_settings_a_checkpoint_cannot_record_are_refused_before_training(tmp_path):
+    """Width 4 or 2048x2048 images would only fail when the first checkpoint is saved, after an epoch."""
+    import numpy as np
+
+    from mtan_ros.errors import TrainingError
+    from mtan_ros.training.config import TrainConfig
+    from mtan_ros.training.trainer import train
+
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for kind, array in (("image", np.zeros((64, 128, 3), np.float32)), ("label", np.zeros((64, 128))),
+                            ("depth", np.ones((64, 128, 1), np.float32))):
+            folder = root / split / kind
+            folder.mkdir(parents=True)
+            np.save(folder / "0.npy", array)
+    config = TrainConfig(data=str(root), out=str(tmp_path / "run"), epochs=1, batch_size=1, width=4.0,
+                         workers=0, progress=False, tensorboard=False, plots=False)
+    with pytest.raises(TrainingError, match="width 4.0"):
+        train(config)
+    assert not (tmp_path / "run" / "last.pt").exists()

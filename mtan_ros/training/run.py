@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from mtan_ros.errors import TrainingError
+from mtan_ros.inference.checkpoint import check_input_size
 
 from .config import CONFIG_NAME, TrainConfig
 from .distributed import DistContext, ShardSampler, epoch_seed
@@ -63,6 +64,10 @@ def open_data(cfg: TrainConfig) -> RunData:
     if any(v % INPUT_MULTIPLE for v in image_size):
         raise TrainingError(f"images are {image_size[0]}x{image_size[1]}; the SegNet encoder needs "
                             f"height and width divisible by {INPUT_MULTIPLE} (e.g. 128x256)")
+    try:  # checked now, not when the first checkpoint is saved after an epoch
+        check_input_size(image_size)
+    except ValueError as exc:
+        raise TrainingError(f"'{cfg.data}': {exc}") from None
     if len(train_set) == 0 or len(val_set) == 0:
         raise TrainingError(f"'{cfg.data}' has {len(train_set)} {cfg.train_split} and "
                             f"{len(val_set)} {cfg.val_split} images; both splits need at least one")
@@ -159,6 +164,10 @@ def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps
     from mtan_ros.model import build_model
 
     device = ctx.device
+    try:  # what checkpoints will record must be valid before anything is trained
+        model_spec(cfg, tasks)
+    except ValueError as exc:
+        raise TrainingError(f"cannot train this model: {exc}") from None
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, tasks, cfg.width).to(device)
     weighting = build_weighting(cfg.weighting, list(tasks), cfg.temperature, cfg.uncert_init, cfg.seed).to(device)
