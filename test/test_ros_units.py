@@ -413,3 +413,20 @@ def test_shipped_fastdds_profile_keeps_udp_and_enlarges_shared_memory():
     assert participant.get("is_default_profile") == "true"
     used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)]
     assert sorted(used) == sorted(kinds)
+
+
+def test_message_pool_reuses_buffers_for_the_last_two_sizes():
+    from mtan_ros.ros.outputs import MessagePool
+
+    pool = MessagePool(sizes_per_output=2)
+    first, view = pool.get("depth", Header(frame_id="a"), 4, 6, "32FC1")
+    assert (first.height, first.width, first.encoding, view.shape, view.dtype) == (4, 6, "32FC1", (4, 6), np.float32)
+    view[...] = 3.0
+    assert np.frombuffer(first.data, np.float32).max() == 3.0  # the view writes into the message
+    small, _ = pool.get("depth", Header(frame_id="b"), 2, 3, "32FC1")
+    again, _ = pool.get("depth", Header(frame_id="c"), 4, 6, "32FC1")
+    assert again is first and again.header.frame_id == "c"
+    assert pool.get("depth", Header(), 2, 3, "32FC1")[0] is small
+    pool.get("depth", Header(), 8, 8, "32FC1")           # a third size evicts the least recently used (4x6)
+    assert pool.get("depth", Header(), 4, 6, "32FC1")[0] is not first
+    assert pool.get("semantic", Header(), 4, 6, "mono8")[0].encoding == "mono8"

@@ -11,9 +11,9 @@ resolution the client sends one frame at a time (nothing queues) and measures, f
 by frame interleaved so that both see the same machine load:
   node  publish here -> the node's `depth` for that frame back here;
   floor publish here -> the echo's answer of the same size back here.
-Both are also measured for frames already at the model's input size; subtracting
-those leaves what the camera's resolution itself costs (`node cost`, `floor cost`),
-with the model's time cancelled out. `node - floor` is what the node adds beyond
+Each camera-size frame is paired with a frame already at the model's input size sent
+just before it; the difference is what the camera's resolution itself costs (`node
+cost`, `floor cost`), with the model's time cancelled out frame by frame. `node - floor` is what the node adds beyond
 moving the messages. The node's own /diagnostics give its inference time, and a bare
 Predictor in this process (same threads) gives the model alone.
 Without --checkpoint a random-weight MTAN (width --width, 7 classes, 128x256 input)
@@ -218,40 +218,42 @@ def _image(height: int, width: int, reply: Optional[tuple[int, int]]) -> Any:
 
 def measure(client: _Client, node_fqn: str, sizes: list[tuple[int, int]], resolutions: list[str],
             model_size: tuple[int, int], frames: int, predictor: Any) -> list[dict[str, Any]]:
-    """Node, floor and bare Predictor, interleaved frame by frame; medians per (size, resolution)."""
+    """Node, floor and bare Predictor per (size, resolution), each frame paired with a model-size frame.
+
+    Every iteration sends a model-size frame and a camera-size frame to the node and to
+    the echo, so each cost is a difference of two round trips taken moments apart; the
+    row reports medians of those differences (the model's time cancels frame by frame).
+    """
     rows = []
     for resolution in resolutions:
         client.set_node_parameter(node_fqn, "output_resolution", resolution)
-        reference: dict[str, float] = {}
-        for size in [model_size, *sizes]:
+        for size in sizes:
             reply = size if resolution == "camera" else model_size
+            ref_node, ref_echo = _image(*model_size, None), _image(*model_size, model_size)
             node_msg, echo_msg = _image(*size, None), _image(*size, reply)
             image = _scene(*size)
-            node_ms, floor_ms, bare_ms = [], [], []
+            samples: dict[str, list[float]] = {"node": [], "floor": [], "node_cost": [], "floor_cost": [],
+                                               "predictor": []}
             for index in range(frames + 3):  # the first 3 warm caches and allocators
                 start = time.perf_counter()
                 predictor(image)
                 bare = (time.perf_counter() - start) * 1e3
+                node_ref = client.round_trip(client.to_node, ref_node)
                 node = client.round_trip(client.to_node, node_msg)
+                floor_ref = client.round_trip(client.to_echo, ref_echo)
                 floor = client.round_trip(client.to_echo, echo_msg)
                 if index >= 3:
-                    node_ms.append(node)
-                    floor_ms.append(floor)
-                    bare_ms.append(bare)
+                    for key, value in (("node", node), ("floor", floor), ("node_cost", node - node_ref),
+                                       ("floor_cost", floor - floor_ref), ("predictor", bare)):
+                        samples[key].append(value)
             row = {"camera": f"{size[0]}x{size[1]}", "output_resolution": resolution,
-                   "node_ms": statistics.median(node_ms), "floor_ms": statistics.median(floor_ms),
-                   "predictor_ms": statistics.median(bare_ms),
+                   **{f"{key}_ms": statistics.median(values) for key, values in samples.items()},
                    "node_inference_ms": float(client.diagnostics.get("inference_ms_p50", "nan"))}
-            if size == model_size:
-                reference = row
-                if size not in sizes:
-                    continue
-            row["node_cost_ms"] = row["node_ms"] - reference["node_ms"]
-            row["floor_cost_ms"] = row["floor_ms"] - reference["floor_ms"]
-            row["node_minus_floor_ms"] = row["node_cost_ms"] - row["floor_cost_ms"]
+            row["node_minus_floor_ms"] = statistics.median(
+                [n - f for n, f in zip(samples["node_cost"], samples["floor_cost"])])
             rows.append(row)
-            print(f"  {row['camera']} {resolution}: node {row['node_ms']:.1f} ms, floor {row['floor_ms']:.1f} ms, "
-                  f"Predictor {row['predictor_ms']:.1f} ms", flush=True)
+            print(f"  {row['camera']} {resolution}: node cost {row['node_cost_ms']:.1f} ms, floor cost "
+                  f"{row['floor_cost_ms']:.1f} ms", flush=True)
     return rows
 
 
@@ -335,8 +337,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             echo.stop()
     print()
     print(_table(rows))
-    print(f"medians of {args.frames} frames; cost = the same measurement minus frames already at the model's "
-          f"input size ({model_size[0]}x{model_size[1]}); load average after the run "
+    print(f"medians of {args.frames} frames; cost = a frame's round trip minus that of a frame already at the "
+          f"model's input size ({model_size[0]}x{model_size[1]}) sent just before it; load average after the run "
           f"{os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": threads, "device": str(predictor.device),

@@ -30,13 +30,12 @@ class CameraSubscription:
     """Keep-last-1 subscription of `msg_type` on `topic`; `refresh()` re-matches it to the publishers."""
 
     def __init__(self, node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], *,
-                 requested: Callable[[], str], monitor: Optional[InputMonitor] = None, raw: bool = False) -> None:
+                 requested: Callable[[], str], monitor: Optional[InputMonitor] = None) -> None:
         self._node = node
         self._msg_type = msg_type
         self._callback = callback
         self._requested_param = requested
         self._monitor = monitor
-        self._raw = raw
         self.topic_name = node.resolve_topic_name(topic)
         self._override = self._declare_override()
         # Publishers already there decide at once (no frame lost to a re-creation).
@@ -99,8 +98,7 @@ class CameraSubscription:
             reliability = ReliabilityPolicy.BEST_AVAILABLE
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible, message_lost=self._on_lost)
         self._subscription = self._node.create_subscription(
-            self._msg_type, self.topic_name, self._on_message, qos.input_qos(reliability), event_callbacks=events,
-            raw=self._raw)
+            self._msg_type, self.topic_name, self._on_message, qos.input_qos(reliability), event_callbacks=events)
         if self._monitor is not None:
             self._monitor.on_new_subscription()
 

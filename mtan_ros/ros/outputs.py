@@ -28,21 +28,25 @@ OUTPUTS: dict[str, tuple[Any, str]] = {
 
 
 class MessagePool:
-    """One reusable Image per output; a new one only when the size or encoding changes."""
+    """Reusable Images per output: the last `sizes_per_output` sizes are kept (a camera switching
+    between two modes, or outputs at camera and model size in turn, allocate nothing per frame)."""
 
-    def __init__(self) -> None:
-        self._messages: dict[str, tuple[Image, np.ndarray]] = {}
+    def __init__(self, sizes_per_output: int = 2) -> None:
+        self._sizes = sizes_per_output
+        self._messages: dict[tuple[str, int, int, str], tuple[Image, np.ndarray]] = {}
 
     def get(self, name: str, header: Any, height: int, width: int, encoding: str) -> tuple[Image, np.ndarray]:
         """(message with `header`, writable numpy view of its pixels) for output `name`."""
-        cached = self._messages.get(name)
-        if cached is not None:
-            msg, view = cached
-            if (msg.height, msg.width, msg.encoding) == (height, width, encoding):
-                msg.header = header
-                return msg, view
-        msg, view = new_image_msg(header, height, width, encoding)
-        self._messages[name] = (msg, view)
+        key = (name, height, width, encoding)
+        cached = self._messages.pop(key, None)
+        if cached is None:
+            same_output = [k for k in self._messages if k[0] == name]
+            for old in same_output[: max(0, len(same_output) - self._sizes + 1)]:
+                del self._messages[old]
+            cached = new_image_msg(None, height, width, encoding)
+        self._messages[key] = cached  # most recently used last
+        msg, view = cached
+        msg.header = header
         return msg, view
 
     def clear(self) -> None:
