@@ -27,7 +27,7 @@ from mtan_ros.ros.transport import profile_path  # noqa: E402
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 RATE = 10.0
-FRAMES = 30
+FRAMES = 80  # 8 s: Fast DDS may take ~3.5 s to discover a new camera process
 # As a user who configured nothing: no Fast DDS variable at all (None removes it from the environment).
 NO_PROFILE = {"FASTDDS_DEFAULT_PROFILES_FILE": None, "FASTDDS_BUILTIN_TRANSPORTS": None}
 NODE_ARGS = ["-p", "device:=cpu", "-p", "precision:=fp32", "-p", "no_input_warning_after:=2.0",
@@ -83,7 +83,7 @@ def run_camera_and_count(ros, node, answers, watch, width, height, base, **optio
 
 def assert_served(counts):
     """Frames reach the node once it matched the camera, and everything it processed reaches us."""
-    assert counts.first_answered is not None and counts.after_match >= FRAMES // 2, f"matched too late: {counts}"
+    assert counts.first_answered is not None and counts.after_match >= 30, f"matched too late: {counts}"
     assert counts.received >= 0.8 * counts.after_match, f"frames lost between camera and node: {counts}"
     assert counts.answered >= 0.95 * counts.processed > 0, f"outputs lost between node and subscriber: {counts}"
     # When the node had time (nothing dropped as stale), nearly every frame after the match is answered.

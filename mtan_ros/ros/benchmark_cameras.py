@@ -9,9 +9,11 @@ cell a camera process (mtan_ros.ros.synthetic_camera) publishes `--frames` frame
 `--rate` Hz the way drivers do — reliable keep-last 10 (rclpy's and image_transport's
 default) or best effort (the sensor-data profile) — with no Fast DDS configuration, or
 with the package's profile (config/fastdds_shm.xml). This process subscribes to
-`depth` like RViz (reliable, no profile). Reported per cell: frames that reached the
-node (its own counter), frames answered on `depth`, and the node's warning if it gave
-one. Counts, not timings: frame i is stamped base + i / rate.
+`depth` like RViz (reliable, no profile). Reported per cell: how many frames went out
+before the node had matched the new camera (discovery; the first answered frame marks
+the match), and of the frames from then on the share that reached the node (its own
+counter) and that was answered on `depth`, plus the node's warning if it gave one.
+Counts, not timings: frame i is stamped base + i / rate.
 """
 from __future__ import annotations
 
@@ -145,23 +147,26 @@ def run_cell(client: _Client, namespace: str, env: dict[str, str], size: tuple[i
         camera.stop()
     warning = client.status.message if client.status is not None and client.status.level == 1 else ""
     counts = CameraCounts.of(sent_stamps(base, frames, rate), client.answered, before, client.values)
-    reached = counts.received / frames
+    window = max(1, counts.after_match)
+    reached = min(1.0, counts.received / window) if counts.first_answered is not None else 0.0
     row = {"qos": qos, "camera_profile": profile is not None, "camera": f"{size[0]}x{size[1]}",
-           "reached_node": reached, "answered": counts.answered / frames, "warning": warning,
-           "advice": advice(qos, profile is not None, reached), "counts": asdict(counts)}
+           "before_match": counts.first_answered if counts.first_answered is not None else frames,
+           "reached_node": reached, "answered": counts.answered / window if counts.first_answered is not None
+           else 0.0, "warning": warning, "advice": advice(qos, profile is not None, reached),
+           "counts": asdict(counts)}
     print(f"  {row['camera']} {qos} profile={profile is not None}: {counts}", flush=True)
     client.spin_for(1.0)  # let the node notice the camera is gone before the next one
     return row
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| camera QoS | profile on the camera | camera (HxW) | reached the node | answered on depth | "
-             "node's warning | advice |", "|" + "---|" * 7]
+    lines = ["| camera QoS | profile on the camera | camera (HxW) | frames before the match | reached the node | "
+             "answered on depth | node's warning | advice |", "|" + "---|" * 8]
     for r in rows:
         warning = (r["warning"][:90] + "...") if len(r["warning"]) > 90 else r["warning"]
         lines.append(f"| {r['qos'].replace('_', ' ')} | {'package SHM' if r['camera_profile'] else 'none'} | "
-                     f"{r['camera']} | {r['reached_node']:.0%} | {r['answered']:.0%} | {warning or '-'} | "
-                     f"{r['advice']} |")
+                     f"{r['camera']} | {r['before_match']} | {r['reached_node']:.0%} | {r['answered']:.0%} | "
+                     f"{warning or '-'} | {r['advice']} |")
     return "\n".join(lines)
 
 
@@ -169,7 +174,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="480x640,720x1280,1080x1920,1024x2048", help="HxW, comma separated")
-    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--frames", type=int, default=80,
+                        help="frames per cell (Fast DDS discovery of a new camera can take up to ~3 s)")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--checkpoint", help="checkpoint for the node (default: a small random-weight MTAN)")
     parser.add_argument("--json", help="also write the rows as JSON to this file")

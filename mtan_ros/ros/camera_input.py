@@ -12,6 +12,7 @@ events are passed to an InputMonitor, which explains silence.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Optional
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -24,6 +25,8 @@ from mtan_ros.ros import qos
 from mtan_ros.ros.input_monitor import InputMonitor
 
 OVERRIDE_VALUES = ("auto", "reliable", "best_effort", "best_available")
+# A replaced subscription is kept until its successor is matched, at most this long.
+RETIRE_AFTER_S = 3.0
 
 
 class CameraSubscription:
@@ -41,6 +44,11 @@ class CameraSubscription:
         # Publishers already there decide at once (no frame lost to a re-creation).
         self.reliability = qos.choose_input_reliability(self._requested(), self._offered(), qos.BEST_EFFORT)
         self._subscription: Any = None
+        # While a re-created subscription is being matched, the previous one keeps delivering
+        # (make before break); frames that come through both are passed on once.
+        self._retiring: Any = None
+        self._retire_by = 0.0
+        self._last_key: Optional[tuple] = None
         self._create()
 
     # ---------------------------------------------------------------- public
@@ -56,6 +64,9 @@ class CameraSubscription:
                 f"(was {qos.reliability_word(self.reliability)})")
             self.reliability = wanted
             self._create()
+        if self._retiring is not None and (self.matched or time.monotonic() > self._retire_by):
+            self._node.destroy_subscription(self._retiring)
+            self._retiring = None
         if self._monitor is not None:
             self._monitor.observe_graph([qos.reliability_word(o) for o in offered], self.matched,
                                         qos.reliability_word(self.reliability))
@@ -66,9 +77,10 @@ class CameraSubscription:
         return self._subscription.get_publisher_count() if self._subscription is not None else 0
 
     def destroy(self) -> None:
-        if self._subscription is not None:
-            self._node.destroy_subscription(self._subscription)
-            self._subscription = None
+        for subscription in (self._subscription, self._retiring):
+            if subscription is not None:
+                self._node.destroy_subscription(subscription)
+        self._subscription = self._retiring = None
 
     # ---------------------------------------------------------------- internals
 
@@ -92,7 +104,9 @@ class CameraSubscription:
         return self._override if self._override != "auto" else self._requested_param()
 
     def _create(self) -> None:
-        self.destroy()
+        if self._retiring is not None:
+            self._node.destroy_subscription(self._retiring)
+        self._retiring, self._retire_by = self._subscription, time.monotonic() + RETIRE_AFTER_S
         reliability = self.reliability
         if self._override == "best_available":
             reliability = ReliabilityPolicy.BEST_AVAILABLE
@@ -103,6 +117,12 @@ class CameraSubscription:
             self._monitor.on_new_subscription()
 
     def _on_message(self, msg: Any) -> None:
+        header = getattr(msg, "header", None)
+        if header is not None:
+            key = (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+            if key == self._last_key:  # the same frame through the retiring subscription
+                return
+            self._last_key = key
         if self._monitor is not None:
             self._monitor.on_frame()
         self._callback(msg)
