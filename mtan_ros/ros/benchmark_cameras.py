@@ -102,6 +102,7 @@ class _Client:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.answered: set = set()
+        self.warnings: list[str] = []  # WARN messages of the node since the last reset
         self.status: Any = None
         self.values: dict[str, str] = {}
         self._name = f"{namespace}/perception_node: perception"
@@ -117,6 +118,8 @@ class _Client:
             if status.name == self._name:
                 self.status = status
                 self.values = {kv.key: kv.value for kv in status.values}
+                if status.level == status.WARN and status.message not in self.warnings:
+                    self.warnings.append(status.message)
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -135,6 +138,7 @@ def run_cell(client: _Client, namespace: str, env: dict[str, str], size: tuple[i
     if profile is not None:
         cell_env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     before = dict(client.values)
+    client.warnings.clear()
     camera = ChildProcess([sys.executable, "-m", "mtan_ros.ros.synthetic_camera", "--ros-args",
                            "-r", f"__ns:={namespace}", "-p", f"width:={size[1]}", "-p", f"height:={size[0]}",
                            "-p", f"rate:={rate}", "-p", f"frames:={frames}", "-p", f"reliability:={qos}",
@@ -145,7 +149,8 @@ def run_cell(client: _Client, namespace: str, env: dict[str, str], size: tuple[i
         client.spin_for(2.5)  # the last answers, and /diagnostics counting them
     finally:
         camera.stop()
-    warning = client.status.message if client.status is not None and client.status.level == 1 else ""
+    camera_warnings = [w for w in client.warnings if not w.startswith(("no image on", "waiting for images"))]
+    warning = camera_warnings[0] if camera_warnings else ""
     counts = CameraCounts.of(sent_stamps(base, frames, rate), client.answered, before, client.values)
     window = max(1, counts.after_match)
     reached = min(1.0, counts.received / window) if counts.first_answered is not None else 0.0
