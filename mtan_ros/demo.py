@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", metavar="CK", help="use this checkpoint instead of training one")
     parser.add_argument("--train-minutes", type=float, default=4.0, metavar="MIN",
                         help="training time budget in minutes (default 4; a cap: a quiet 2-core machine finishes "
-                             "the default epochs in about 3)")
-    parser.add_argument("--epochs", type=int, default=12, metavar="N",
-                        help="epochs; the cosine learning-rate schedule decays over all of them (default 12: 1200 "
+                             "the default epochs in about 3.5)")
+    parser.add_argument("--epochs", type=int, default=7, metavar="N",
+                        help="epochs; the cosine learning-rate schedule decays over all of them (default 7: 700 "
                              "steps of 4 images)")
     parser.add_argument("--width", type=float, default=0.25, metavar="W",
                         help="network width multiplier (default 0.25: about 2.6 M parameters)")

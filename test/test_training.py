@@ -257,3 +257,24 @@ def test_compare_trains_the_chosen_runs_into_one_table(tree, tmp_path, capsys):
     summary = json.loads((out / "comparison.json").read_text())
     assert list(summary["runs"]) == ["mtan pcgrad"] and (out / "mtan_pcgrad" / "last.pt").is_file()
     assert "mtan pcgrad" in capsys.readouterr().out
+
+
+def test_median_frequency_class_weights_are_counted_logged_and_recorded(tree, tmp_path):
+    from mtan_ros.data import open_dataset
+    from mtan_ros.training.class_balance import class_frequencies, median_frequency_weights
+    from mtan_ros.training.config import TrainConfig, load_yaml
+    from mtan_ros.training.trainer import train
+
+    messages = []
+    cfg = TrainConfig(data=str(tree), out=str(tmp_path / "balanced"), epochs=1, batch_size=2, width=0.125, workers=0,
+                      class_weights="median_frequency", limit_train=4, limit_val=1, progress=False,
+                      tensorboard=False, plots=False)
+    row = train(cfg, log=messages.append).history[0]
+    assert math.isfinite(row["train_loss_semantic"])
+    line = next(m for m in messages if m.startswith("semantic class weights (median frequency): "))
+    logged = {name: float(w) for name, w in (part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", "))}
+    first_four = torch.utils.data.Subset(open_dataset(tree, split="train"), range(4))  # what limit_train trains on
+    expected = median_frequency_weights(class_frequencies(first_four, 7))
+    assert list(logged.values()) == pytest.approx(expected.tolist(), abs=0.006)
+    assert max(logged.values()) > 1.5 and min(logged.values()) < 1.0  # the synthetic classes are unbalanced
+    assert load_yaml(tmp_path / "balanced" / "config.yaml")["class_weights"] == "median_frequency"

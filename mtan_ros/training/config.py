@@ -20,6 +20,7 @@ from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
 from mtan_ros.data import FORMATS as _DATA_FORMATS
 from mtan_ros.model import ARCHITECTURES
 
+from .class_balance import CLASS_WEIGHTS
 from .losses import LOSSES
 from .schedule import SCHEDULES
 from .weighting import WEIGHTINGS as _WEIGHTING_CLASSES
@@ -66,6 +67,10 @@ class TrainConfig:
     task: str | None = _opt(None, "train on this one task only (default: every task the data has)", TASKS)
     weighting: str = _opt("equal", "task weighting: loss-level equal, DWA or uncertainty; gradient-level PCGrad "
                                    "(projects conflicting task gradients; one process)", WEIGHTINGS)
+    class_weights: str = _opt("none", "semantic loss class weights: none (the paper), or median_frequency (median "
+                                      "class frequency over the class's own, counted on up to 200 training images; "
+                                      "SegNet's balancing: rare classes stop being ignored by short runs)",
+                              CLASS_WEIGHTS)
     temperature: float = _opt(2.0, "DWA temperature T (paper: 2)", metavar="T")
     uncert_init: float = _opt(-0.5, "initial log-variance of uncertainty weighting")
     resume: bool = _opt(False, "continue from OUT/last.pt with its optimiser, scheduler, weighting and RNG state")

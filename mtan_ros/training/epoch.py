@@ -50,10 +50,10 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
     for step, batch in enumerate(bar):
         parts.schedule.apply(parts.optimizer, epoch, step)
         batch = to_device(batch, device)
-        images = batch["image"]
+        images = batch["image"].contiguous(memory_format=torch.channels_last)
         with autocast_context(device, amp):
             outputs = model(images)
-        losses = task_losses(outputs, batch)
+        losses = task_losses(outputs, batch, parts.class_weights)
         parts.optimizer.zero_grad(set_to_none=True)
         total = parts.weighting.backward(losses, weights, parts.shared_parameters, scale=parts.scaler.scale)
         for p in outside_ddp:  # learnt weighting parameters (uncertainty log-variances)

@@ -67,7 +67,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, amp: bool = False,
         images = F.interpolate(images, size=tuple(input_size), mode="bilinear", align_corners=False,
                                antialias=True)
     with autocast_context(images.device, amp):
-        outputs = model(images)
+        outputs = model(images.contiguous(memory_format=torch.channels_last))
     outputs = {k: v.float() for k, v in outputs.items()}
     if output_size is not None:
         for task, value in outputs.items():

@@ -23,8 +23,13 @@ __all__ = ["IGNORE_INDEX", "semantic_loss", "depth_loss", "normal_loss", "task_l
 IGNORE_INDEX = -1
 
 
-def semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of N×C×H×W logits against N×H×W class ids (void = -1)."""
+def semantic_loss(logits: torch.Tensor, target: torch.Tensor,
+                  class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of N×C×H×W logits against N×H×W class ids (void = -1).
+
+    With ``class_weights`` (C values) it is the weighted mean: each pixel's loss
+    times its class's weight, over the sum of those weights.
+    """
     logits = logits.float()
     num_classes = logits.shape[1]
     target = target.long()
@@ -32,8 +37,13 @@ def semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     target = torch.where(void, torch.full_like(target, IGNORE_INDEX), target)
     # Sum / count instead of reduction="mean": identical when pixels are labelled,
     # 0 instead of NaN when none is, and no device sync to find out which.
-    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (~void).sum().clamp(min=1)
+    if class_weights is None:
+        total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (~void).sum().clamp(min=1)
+    weight = class_weights.to(device=logits.device, dtype=torch.float32)
+    total = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
+    norm = torch.where(void, torch.zeros((), device=weight.device), weight[target.clamp(min=0)]).sum()
+    return total / norm.clamp(min=1e-12)
 
 
 def _as_n1hw(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -69,8 +79,11 @@ def normal_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSSES = {"semantic": semantic_loss, "depth": depth_loss, "normal": normal_loss}
 
 
-def task_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One unweighted loss per task in ``outputs``; the ground truth is ``batch[task]``.
+def task_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
+                class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One loss per task in ``outputs`` (not weighted across tasks); the ground truth is ``batch[task]``.
+
+    ``class_weights`` weight the semantic loss's classes (see `class_balance`).
 
     The task name decides the loss (``semantic``, ``depth``, ``normal``), as it
     decides the model head.
@@ -81,5 +94,8 @@ def task_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.T
             raise KeyError(f"no loss for task {task!r}; known tasks: {sorted(LOSSES)}")
         if task not in batch:
             raise KeyError(f"the batch has no ground truth for task {task!r} (keys: {sorted(batch)})")
-        losses[task] = LOSSES[task](pred, batch[task])
+        if task == "semantic" and class_weights is not None:
+            losses[task] = semantic_loss(pred, batch[task], class_weights)
+        else:
+            losses[task] = LOSSES[task](pred, batch[task])
     return losses

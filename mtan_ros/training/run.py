@@ -27,7 +27,7 @@ from .schedule import LearningRateSchedule
 from .weighting import Weighting, build_weighting, load_weighting_state, shared_parameters
 
 __all__ = ["RunData", "Loaders", "Parts", "Progress", "LAST", "BEST", "open_data", "make_loaders", "build_parts",
-           "resolve_best_metric", "model_spec", "prepare_output", "build_schedule"]
+           "resolve_best_metric", "model_spec", "prepare_output", "build_schedule", "semantic_class_weights"]
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -134,6 +134,7 @@ class Parts:
     scaler: torch.amp.GradScaler
     use_scaler: bool
     best_metric: str
+    class_weights: torch.Tensor | None = None  # of the semantic loss, on the device; None: unweighted
 
     def wrap_distributed(self, ctx: DistContext) -> None:
         """Wrap the model in DistributedDataParallel when the run has several processes."""
@@ -159,7 +160,8 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> LearningRateSchedu
                                 step_epochs=cfg.resolved_lr_step, gamma=cfg.lr_gamma, warmup=cfg.warmup)
 
 
-def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps_per_epoch: int) -> Parts:
+def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps_per_epoch: int,
+                class_weights: torch.Tensor | None = None) -> Parts:
     """A freshly initialised model (seeded from cfg.seed) and everything that trains it."""
     from mtan_ros.model import build_model
 
@@ -169,7 +171,8 @@ def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps
     except ValueError as exc:
         raise TrainingError(f"cannot train this model: {exc}") from None
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, tasks, cfg.width).to(device)
+    # channels_last: ~30% more images/s on CPU convolutions (oneDNN), and what CUDA tensor cores prefer.
+    model = build_model(cfg.arch, tasks, cfg.width).to(device, memory_format=torch.channels_last)
     weighting = build_weighting(cfg.weighting, list(tasks), cfg.temperature, cfg.uncert_init, cfg.seed).to(device)
     if ctx.distributed and not weighting.supports_distributed:
         raise TrainingError(f"--weighting {cfg.weighting} needs each task's gradient of the whole batch and runs in "
@@ -179,7 +182,21 @@ def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps
     use_scaler = cfg.amp and device.type == "cuda"
     return Parts(model=model, network=model, weighting=weighting, shared_parameters=shared_parameters(model, tasks),
                  optimizer=optimizer, schedule=schedule, scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
-                 use_scaler=use_scaler, best_metric=resolve_best_metric(cfg, tasks))
+                 use_scaler=use_scaler, best_metric=resolve_best_metric(cfg, tasks),
+                 class_weights=None if class_weights is None else class_weights.to(device))
+
+
+def semantic_class_weights(cfg: TrainConfig, data: RunData) -> torch.Tensor | None:
+    """The semantic loss's class weights as configured (None for unweighted), counted on the training split."""
+    from .class_balance import class_frequencies, median_frequency_weights
+
+    if cfg.class_weights == "none" or "semantic" not in data.tasks:
+        return None
+    try:
+        frequencies = class_frequencies(data.train_set, data.tasks["semantic"])
+    except ValueError as exc:
+        raise TrainingError(f"--class-weights {cfg.class_weights}: {exc}") from None
+    return torch.as_tensor(median_frequency_weights(frequencies), dtype=torch.float32)
 
 
 def model_spec(cfg: TrainConfig, tasks: dict[str, int]):

@@ -29,13 +29,14 @@ from typing import Any, Callable
 
 from ..errors import TrainingError  # noqa: F401 (re-exported)
 from .checkpoints import save_checkpoints
+from .class_balance import describe_weights
 from .config import TrainConfig
 from .distributed import DistContext, epoch_seed, setup_distributed
 from .epoch import train_epoch, validate
 from .report import best_score
 from .rng import seed_everything
 from .run import BEST, LAST, Loaders, Parts, Progress, RunData, build_parts, make_loaders, open_data, \
-    prepare_output
+    prepare_output, semantic_class_weights
 from .run_log import RunLog
 
 __all__ = ["train", "TrainResult", "TrainingError"]
@@ -58,8 +59,12 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     try:
         data = open_data(config)
         loaders = make_loaders(config, data, ctx)
-        parts = build_parts(config, data.tasks, ctx, steps_per_epoch=len(loaders.train))
+        class_weights = semantic_class_weights(config, data)
+        parts = build_parts(config, data.tasks, ctx, steps_per_epoch=len(loaders.train), class_weights=class_weights)
         run_log = RunLog(config, ctx, data, log)
+        if class_weights is not None:
+            run_log.message(f"semantic class weights ({config.class_weights.replace('_', ' ')}): "
+                            f"{describe_weights(data.classes.names, class_weights.tolist())}")
         progress = prepare_output(config, data, parts, ctx, run_log.message)
         parts.wrap_distributed(ctx)
         return _loop(config, ctx, data, loaders, parts, progress, run_log)
