@@ -280,7 +280,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="480x640,1024x2048", help="camera sizes HxW, comma separated")
-    parser.add_argument("--output-resolution", default="camera,model", help="camera, model or both")
+    parser.add_argument("--output-resolution", default="camera,model", help="comma separated: camera, model (default: both)")
     parser.add_argument("--checkpoint", help="checkpoint (default: a random-weight MTAN, see --width)")
     parser.add_argument("--width", type=float, default=0.25, help="width of the default random model")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per size and resolution")
@@ -294,6 +294,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return echo_main(ros_args)
     sizes = _parse_sizes(args.sizes)
     resolutions = [r.strip() for r in args.output_resolution.split(",") if r.strip()]
+    if not resolutions or set(resolutions) - {"camera", "model"}:
+        parser.error(f"--output-resolution takes camera, model or camera,model; got {args.output_resolution!r}")
 
     from mtan_ros.ros.perception_node import default_inference_threads
     from mtan_ros.ros.transport import large_image_env
