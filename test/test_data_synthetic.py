@@ -129,3 +129,31 @@ def test_camera_json_round_trip(tmp_path):
     cam = CityscapesCamera(2000.0, 2001.0, 1000.0, 500.0, 0.2).scaled(64, 128)
     cam.to_json(tmp_path / "c.json")
     assert CityscapesCamera.from_json(tmp_path / "c.json") == cam
+
+
+def test_supersampled_image_is_the_mean_of_its_rays_and_labels_depth_stay_at_pixel_centres():
+    plain = generate_scene(5, SIZE)
+    smooth = generate_scene(5, SIZE, supersample=3)
+    fine = generate_scene(5, (SIZE[0] * 3, SIZE[1] * 3))  # the same scene, 3 x 3 rays per pixel
+    assert smooth.camera == plain.camera
+    np.testing.assert_array_equal(smooth.labels, plain.labels)
+    np.testing.assert_array_equal(np.isnan(smooth.depth), np.isnan(plain.depth))
+    np.testing.assert_allclose(smooth.depth, plain.depth, rtol=1e-6)
+    box = fine.image.reshape(SIZE[0], 3, SIZE[1], 3, 3).astype(np.float32).mean(axis=(1, 3))
+    assert np.abs(smooth.image.astype(np.float32) - box).max() <= 0.5 + 1e-3  # rounded to uint8
+    edges = np.abs(plain.image.astype(int) - smooth.image).mean()
+    assert edges > 1.0  # aliased object edges are averaged
+    for bad in (0, 2, 1.5):
+        with pytest.raises(ValueError, match="odd"):
+            generate_scene(5, SIZE, supersample=bad)
+
+
+def test_trees_record_their_supersampling(tmp_path):
+    from mtan_ros.data import open_dataset, write_preprocessed_tree
+
+    root = write_preprocessed_tree(tmp_path / "tree", n_train=1, n_val=1, size=SIZE, supersample=3)
+    image = open_dataset(root, split="train")[0]["image"].permute(1, 2, 0).numpy()
+    expected = generate_scene(scene_rng(0, "train", 0), SIZE, supersample=3).image / np.float32(255.0)
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+    with pytest.raises(FileExistsError):
+        write_preprocessed_tree(tmp_path / "tree", n_train=1, n_val=1, size=SIZE, supersample=1)

@@ -82,6 +82,18 @@ def test_given_checkpoint_and_bad_options(tmp_path, tiny_checkpoint, capsys):
     assert "--checkpoint" in capsys.readouterr().err
 
 
+def test_any_package_error_ends_the_demo_in_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from mtan_ros.errors import MakeBagError
+
+    def broken_bag(*args, **kwargs):
+        raise MakeBagError("cannot write the bag: disk full")
+
+    monkeypatch.setattr(demo, "make_bag", broken_bag)
+    assert demo.main(["--out", str(tmp_path / "z"), "--checkpoint", str(tiny_checkpoint), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "mtan-demo: error: cannot write the bag: disk full" in err and "Traceback" not in err
+
+
 def test_terminating_the_demo_stops_every_node(tmp_path, tiny_checkpoint):
     """SIGTERM during the replay (a CI timeout, `kill`): the demo stops its three ROS nodes."""
     import os

@@ -165,6 +165,19 @@ def test_pinned_reliable_reader_says_why_a_best_effort_camera_is_not_matched(ros
         assert result.successful
 
 
+def test_subscriber_an_output_cannot_match_is_named_in_the_log(ros, node):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    sub = ros.node.create_subscription(Image, node.topic("semantic"), lambda msg: None, latched)
+    try:
+        out = node.wait_for_output("asks for a durability policy", 60)
+        line = next(text for text in out.splitlines() if "asks for a durability policy" in text)
+        assert node.topic("semantic") in line and "volatile durability" in line
+    finally:
+        ros.node.destroy_subscription(sub)
+
+
 def test_outputs_reach_a_default_subscriber_in_full_size(answers):
     """Outputs are reliable and the node carries the package's profile: 720p depth arrived above."""
     assert (720, 1280) in answers.sizes

@@ -222,6 +222,14 @@ def test_qos_choices():
     assert qos.playback_qos().reliability == qos.RELIABLE
 
 
+
+def test_incompatible_policy_kinds_read_as_words():
+    from rclpy.qos import QoSPolicyKind
+
+    assert qos.policy_word(QoSPolicyKind.DURABILITY) == "durability"
+    assert qos.policy_word("RMW_QOS_POLICY_RELIABILITY") == "reliability"
+
+
 def test_input_reliability_follows_the_camera():
     from rclpy.qos import ReliabilityPolicy
 

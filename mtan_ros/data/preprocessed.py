@@ -64,16 +64,22 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     return array
 
 
+def _finite_float32(path, array: np.ndarray, what: str, float_expected: str, finite_expected: str) -> np.ndarray:
+    """A floating-point array as float32 without NaN or infinity; DataError naming `what` otherwise."""
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(path, f"{what} dtype is {array.dtype}", float_expected)
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise DataError(path, f"{what} has {int((~np.isfinite(array)).sum())} NaN or infinite values",
+                        finite_expected)
+    return array
+
+
 def check_image(path, image: np.ndarray) -> np.ndarray:
     """H x W x 3 float in [0, 1] -> float32; DataError otherwise."""
     if image.ndim != 3 or image.shape[-1] != 3:
         raise DataError(path, f"image has shape {image.shape}", "H x W x 3 (RGB, channels last)")
-    if not np.issubdtype(image.dtype, np.floating):
-        raise DataError(path, f"image dtype is {image.dtype}", "floating point RGB in [0, 1]")
-    image = image.astype(np.float32, copy=False)
-    if not np.isfinite(image).all():
-        raise DataError(path, f"image has {int((~np.isfinite(image)).sum())} NaN or infinite values",
-                        "finite RGB in [0, 1]")
+    image = _finite_float32(path, image, "image", "floating point RGB in [0, 1]", "finite RGB in [0, 1]")
     low, high = float(image.min()), float(image.max())
     if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
         hint = " (looks like 0..255: divide by 255)" if high > 1.5 else ""
@@ -117,12 +123,8 @@ def check_labels(path, labels: np.ndarray, num_classes: int, shape: tuple[int, i
 def check_depth(path, depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """H x W x 1 (or H x W) non-negative float, 0 = invalid -> H x W float32; DataError otherwise."""
     depth = _single_channel(path, depth, "depth", shape, f"H x W x 1 ({shape[0]} x {shape[1]} x 1)")
-    if not np.issubdtype(depth.dtype, np.floating):
-        raise DataError(path, f"depth dtype is {depth.dtype}", "floating point depth, 0 = invalid")
-    depth = depth.astype(np.float32, copy=False)
-    if not np.isfinite(depth).all():
-        raise DataError(path, f"depth has {int((~np.isfinite(depth)).sum())} NaN or infinite values",
-                        "finite values with 0 marking invalid pixels")
+    depth = _finite_float32(path, depth, "depth", "floating point depth, 0 = invalid",
+                            "finite values with 0 marking invalid pixels")
     if (depth < 0).any():
         raise DataError(path, f"depth has negative values (min {float(depth.min()):g})",
                         "non-negative values, 0 = invalid")

@@ -85,20 +85,22 @@ def scene_class_ids(scene: SyntheticScene, num_classes: int) -> np.ndarray:
 
 def write_preprocessed_tree(out, n_train: int, n_val: int, size: Sequence[int] = (128, 256),
                             num_classes: int = 7, seed: int = 0, progress: bool = False,
-                            overwrite: bool = False) -> Path:
+                            overwrite: bool = False, supersample: int = 1) -> Path:
     """Write `out/{train,val}/{image,label,label_<C>,depth}/<i>.npy` from synthetic scenes.
 
     Same arrays as the MTAN release: image H x W x 3 float32 in [0, 1]; label (in both
     `label/` and `label_7/` or `label_19/`) H x W float32 class ids with -1 = void; depth
     H x W x 1 float32 inverse depth `CITYSCAPES_INVERSE.from_metres(metres)`, 0 = invalid.
-    Scene i of a split is the same as `SyntheticDataset(..., seed=seed)[i]`. Returns `out`.
+    Scene i of a split is the same as `SyntheticDataset(..., seed=seed)[i]` (with
+    `supersample` > 1: the same scene, its image averaged over s x s rays per pixel, see
+    `generate_scene`). Returns `out`.
     """
     if num_classes not in (7, 19):
         raise ValueError(f"synthetic trees have 7 or 19 classes, not {num_classes}")
     height, width = check_size(size)
     out = Path(out)
     params = {"format": "npy", "n_train": int(n_train), "n_val": int(n_val), "size": [height, width],
-              "num_classes": int(num_classes), "seed": int(seed)}
+              "num_classes": int(num_classes), "seed": int(seed), "supersample": int(supersample)}
     splits = list(_splits(n_train, n_val))
     if _prepare(out, params, ["train", "val"], overwrite):
         return out
@@ -110,7 +112,7 @@ def write_preprocessed_tree(out, n_train: int, n_val: int, size: Sequence[int] =
         for sub in ("image", "label", label_named, "depth"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         for i in _progress(range(count), count, f"synthetic {split}", progress):
-            scene = generate_scene(scene_rng(seed, split, i), (height, width))
+            scene = generate_scene(scene_rng(seed, split, i), (height, width), supersample=supersample)
             image = scene.image.astype(np.float32) / np.float32(255.0)
             labels = scene_class_ids(scene, num_classes)
             depth = CITYSCAPES_INVERSE.from_metres(scene.depth)[..., None].astype(np.float32)

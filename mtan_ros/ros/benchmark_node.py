@@ -280,7 +280,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="480x640,1024x2048", help="camera sizes HxW, comma separated")
-    parser.add_argument("--output-resolution", default="camera,model", help="comma separated: camera, model (default: both)")
+    parser.add_argument("--output-resolution", default="camera,model",
+                        help="comma separated: camera, model (default: both)")
     parser.add_argument("--checkpoint", help="checkpoint (default: a random-weight MTAN, see --width)")
     parser.add_argument("--width", type=float, default=0.25, help="width of the default random model")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per size and resolution")

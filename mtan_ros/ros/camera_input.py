@@ -133,5 +133,4 @@ class CameraSubscription:
 
     def _on_incompatible(self, event: Any) -> None:
         if self._monitor is not None:
-            kind = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
-            self._monitor.on_incompatible(kind.lower())
+            self._monitor.on_incompatible(qos.policy_word(event.last_policy_kind))

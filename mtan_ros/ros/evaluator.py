@@ -44,7 +44,8 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from mtan_ros.errors import ConfigError, EvaluatorError, ImageConversionError  # noqa: F401 (EvaluatorError re-exported)
+from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
+from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError
 from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
 from mtan_ros.ros.compressed import compressed_msg_to_rgb
 from mtan_ros.ros.executables import StopSignals
@@ -324,7 +325,7 @@ def main(argv: Optional[list[str]] = None, stop: Optional[StopSignals] = None) -
                 if node.p["exit_when_done"]:
                     break
                 node.done = Future()  # keep serving (parameters, introspection) until stopped
-    except EvaluatorError as exc:
+    except MtanRosError as exc:  # EvaluatorError, or any other error the user can fix
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
         code = 1
     except (ExternalShutdownException, KeyboardInterrupt):

@@ -12,20 +12,20 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
-from mtan_ros.errors import NodeStartupError
+from mtan_ros.errors import MtanRosError
 
 NodeT = TypeVar("NodeT", bound=Node)
 
 
 def run_node(name: str, build: Callable[[], NodeT], run: Callable[[NodeT], Optional[int]],
              argv: Optional[list[str]] = None) -> int:
-    """rclpy.init(argv), node = build(), return run(node) (None = 0); 1 after a NodeStartupError."""
+    """rclpy.init(argv), node = build(), return run(node) (None = 0); 1 after a package error (MtanRosError)."""
     rclpy.init(args=argv)
     node: Optional[NodeT] = None
     try:
         node = build()
         return run(node) or 0
-    except NodeStartupError as exc:
+    except MtanRosError as exc:  # NodeStartupError, or any other error the user can fix
         (node.get_logger() if node is not None else rclpy.logging.get_logger(name)).error(str(exc))
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -7,9 +7,10 @@ with the next frame.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -54,12 +55,25 @@ class MessagePool:
 
 
 class OutputPublishers:
-    """The reliable output publishers (created when configured) and which outputs anyone wants."""
+    """The reliable output publishers (created when configured) and which outputs anyone wants.
 
-    def __init__(self, node: Node) -> None:
+    ``on_incompatible(topic, policy)`` hears of subscribers that cannot match an
+    output (e.g. one asking for transient-local durability): without it they would
+    simply never receive anything.
+    """
+
+    def __init__(self, node: Node, on_incompatible: Optional[Callable[[str, str], None]] = None) -> None:
         self._node = node
         out_qos = qos.output_qos()
-        self.publishers = {name: node.create_publisher(kind, name, out_qos) for name, (kind, _) in OUTPUTS.items()}
+        self._on_incompatible = on_incompatible
+        self.publishers = {}
+        for name, (kind, _) in OUTPUTS.items():
+            events = PublisherEventCallbacks(incompatible_qos=lambda event, name=name: self._incompatible(name, event))
+            self.publishers[name] = node.create_publisher(kind, name, out_qos, event_callbacks=events)
+
+    def _incompatible(self, name: str, event: Any) -> None:
+        if self._on_incompatible is not None and name in self.publishers:
+            self._on_incompatible(self.publishers[name].topic_name, qos.policy_word(event.last_policy_kind))
 
     def wanted(self, params: dict[str, Any], camera_info_known: bool) -> dict[str, bool]:
         """Outputs that are switched on and have a subscriber (nobody listening costs nothing)."""

@@ -47,7 +47,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
+from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError, NodeStartupError
 from mtan_ros.ros import qos, transport
 from mtan_ros.ros.camera_input import CameraSubscription
 from mtan_ros.ros.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
@@ -186,7 +186,7 @@ class PerceptionNode(LifecycleNode):
                 f"model_path {self.p['model_path']!r} has {classes} classes, but semantic is published as mono8 "
                 f"class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
         self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
-        self._outputs = OutputPublishers(self)
+        self._outputs = OutputPublishers(self, on_incompatible=self._on_output_incompatible)
         self.get_logger().info(
             f"configured: model {self.p['model_path'] or '<given>'} on {self.predictor.device}, "
             f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}")
@@ -409,6 +409,12 @@ class PerceptionNode(LifecycleNode):
                 self._reject("internal", f"frame skipped after an unexpected error: {type(exc).__name__}: "
                                          f"{_first_line(exc)}")
 
+    def _on_output_incompatible(self, topic: str, policy: str) -> None:
+        self._warn(f"output_qos.{topic}",
+                   f"{topic}: a subscriber asks for a {policy} policy this output does not offer, so it receives "
+                   f"nothing. Outputs are reliable, volatile, keep last 1; subscribe with volatile durability and "
+                   f"no deadline or liveliness requirement (the defaults of RViz and ros2 bag record)")
+
     def _warn(self, key: str, text: str) -> None:
         line = self._throttle.message(key, text)
         if line:
@@ -514,7 +520,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             code = 1 if node.context.ok() else 0
         if code == 0 and node.context.ok():
             rclpy.spin(node)
-    except NodeStartupError as exc:
+    except MtanRosError as exc:  # NodeStartupError, or any other error the user can fix
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):

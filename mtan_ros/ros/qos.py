@@ -14,7 +14,7 @@ Why these choices:
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -53,6 +53,12 @@ def reliability_word(policy: Optional[ReliabilityPolicy]) -> str:
     if policy is None:
         return "unknown"
     return {RELIABLE: "reliable", BEST_EFFORT: "best effort"}.get(policy, policy.name.lower().replace("_", " "))
+
+
+def policy_word(kind: Any) -> str:
+    """'durability' for an incompatible-QoS event's policy kind (RMW_QOS_POLICY_DURABILITY or an enum member)."""
+    name = str(getattr(kind, "name", kind)).rsplit(".", 1)[-1].lower()
+    return name[len("rmw_qos_policy_"):] if name.startswith("rmw_qos_policy_") else name
 
 
 def output_qos(depth: int = 1) -> QoSProfile:
