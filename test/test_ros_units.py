@@ -222,7 +222,6 @@ def test_qos_choices():
     assert qos.playback_qos().reliability == qos.RELIABLE
 
 
-
 def test_incompatible_policy_kinds_read_as_words():
     from rclpy.qos import QoSPolicyKind
 
