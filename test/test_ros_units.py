@@ -259,8 +259,9 @@ def test_monitor_explains_a_best_effort_camera_that_delivers_nothing():
     assert problem.code == "best_effort_camera"
     assert "no complete frame" in problem.text and "17 lost" in problem.text and "1280x720" in problem.text
     assert "FASTDDS_DEFAULT_PROFILES_FILE=/share/fastdds_shm.xml" in problem.text and "reliable" in problem.text
-    monitor.on_frame()                         # frames flow again: the silence is over
-    assert monitor.problem() is None or monitor.problem().code != "best_effort_camera"
+    monitor.on_frame()                         # a frame arrives: the silence is over, the losses are not
+    after = monitor.problem()
+    assert after is not None and "no complete frame" not in after.text and "17 of 18 frames" in after.text
 
 
 def test_monitor_explains_a_pinned_best_effort_reader_and_a_quiet_reliable_camera():
@@ -297,7 +298,7 @@ def test_monitor_reports_heavy_losses_while_some_frames_arrive():
     monitor.on_lost(12)
     clock.now += 2.5
     problem = monitor.problem()
-    assert problem.code == "lossy" and "12 of 15 frames" in problem.text
+    assert problem.code == "best_effort_camera" and "12 of 15 frames" in problem.text
     monitor.on_new_subscription()              # a re-created subscription counts losses from 0 again
     monitor.on_lost(1)
     assert monitor.lost == 13
@@ -305,6 +306,21 @@ def test_monitor_reports_heavy_losses_while_some_frames_arrive():
         monitor.on_frame()
     clock.now += 2.5
     assert monitor.problem() is None
+
+
+def test_losses_then_silence_from_one_best_effort_camera_are_one_cause():
+    """The node warns once per cause: losses turning into "no complete frame" must not warn twice."""
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, clock=clock)
+    clock.now += 0.5
+    monitor.observe_graph(["best effort"], matched=1, subscribed="best effort")
+    monitor.on_lost(17)
+    clock.now += 1.6                           # the loss window is full, the match is younger than 2 s
+    lossy = monitor.problem()
+    clock.now += 0.5
+    silent = monitor.problem()
+    assert "17 of 17 frames" in lossy.text and "no complete frame" in silent.text
+    assert lossy.code == silent.code == "best_effort_camera"
 
 
 # ---------------------------------------------------------------- parameters

@@ -7,7 +7,8 @@ process failed, used to print a KeyboardInterrupt traceback from the middle of a
 These entry points install the signal handling first, with nothing but the standard
 library imported, and only then import the node and call its `main()`:
 
-- while the node module is imported, SIGINT / SIGTERM are only recorded (`StopSignals`);
+- while the node module and its model runtime (torch) are imported, SIGINT / SIGTERM are
+  only recorded (`StopSignals`);
 - perception_node, bag_player: a signal that came during the import ends the program at
   once with code 0. Later ones raise KeyboardInterrupt (SIGTERM too), after rclpy's own
   handlers have shut the node's context down, so that a model still loading does not
@@ -36,6 +37,11 @@ ENTRIES = {
     "bag_player": "mtan_ros.ros.bag_player",
     "evaluator": "mtan_ros.ros.evaluator",
 }
+# Modules a node imports lazily (its model runtime) that are imported here too, while signals are
+# only recorded: a KeyboardInterrupt raised inside torch's import (in a callback from C++) would
+# abort the process ("terminate called after throwing ... error_already_set") instead of ending it.
+# symbolic_shapes (with sympy) is what torch imports on the first max_unpool2d call, i.e. at warm-up.
+PRELOAD = {"perception_node": ("mtan_ros.inference", "torch.fx.experimental.symbolic_shapes")}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _WORDS = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
 
@@ -93,10 +99,12 @@ class StopSignals:
             self._previous = {}
 
 
-def run_quietly(module_name: str) -> int:
-    """Import `module_name` and run its main(); Ctrl-C / SIGTERM at any point end it with 0, no traceback."""
+def run_quietly(module_name: str, preload: tuple[str, ...] = ()) -> int:
+    """Import `preload` and `module_name`, run its main(); Ctrl-C / SIGTERM at any point end it with 0, quietly."""
     stop = StopSignals.install()
     try:
+        for name in preload:
+            importlib.import_module(name)
         module = importlib.import_module(module_name)
         if stop.received is not None:
             return 0
@@ -126,7 +134,7 @@ def run_reporting(module_name: str) -> int:
 
 def perception_node() -> int:
     """Console script `perception_node`."""
-    return run_quietly(ENTRIES["perception_node"])
+    return run_quietly(ENTRIES["perception_node"], PRELOAD["perception_node"])
 
 
 def bag_player() -> int:

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 @dataclass(frozen=True)
 class InputProblem:
-    """`code` identifies the kind (warn once per kind); `text` is the one-line explanation with the fix."""
+    """`code` identifies the cause (warn once per cause); `text` is the one-line explanation with the fix."""
 
     code: str
     text: str
@@ -125,8 +125,9 @@ class InputMonitor:
         self._window = (now, self.frames, self.lost)
         problem = None
         if lost >= 5 and lost > frames:
+            # The same cause (and fix) as a silent best-effort camera: one warning when one turns into the other.
             problem = InputProblem(
-                "lossy",
+                "best_effort_camera",
                 f"{self.topic}: {lost} of {lost + frames} frames in the last {now - start:.0f} s were lost in "
                 f"transport. {self._best_effort_cause()}")
         self._last_lossy = problem
