@@ -275,6 +275,16 @@ def test_monitor_explains_a_pinned_best_effort_reader_and_a_quiet_reliable_camer
     assert monitor.problem().code == "no_frames" and "ros2 topic hz /cam/image_raw" in monitor.problem().text
 
 
+def test_a_quiet_best_effort_camera_with_small_frames_is_not_blamed_on_best_effort():
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=3.0, clock=clock)
+    monitor.observe_graph(["best effort"], matched=1, subscribed="best effort")
+    monitor.expect_frames(320, 240)            # 0.23 MB: fits the shared-memory segment whole
+    clock.now += 3.5
+    problem = monitor.problem()
+    assert problem.code == "no_frames" and "ros2 topic hz" in problem.text and "UDP" not in problem.text
+
+
 def test_monitor_explains_a_publisher_that_never_matches():
     clock = FakeClock()
     monitor = InputMonitor("/cam/image_raw", warn_after_s=3.0, clock=clock)

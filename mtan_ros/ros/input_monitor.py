@@ -108,9 +108,9 @@ class InputMonitor:
     def _silent_problem(self, seconds: float) -> InputProblem:
         lost = f", {self.lost} lost in transport" if self.lost else ""
         what = f"{self.topic}: a camera matched {seconds:.0f} s ago but no complete frame arrived{lost}"
-        if "best effort" in self.offered:
+        if "best effort" in self.offered and (self.lost or not self._fits_shared_memory()):
             return InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
-        if self.subscribed == "best effort":
+        if self.subscribed == "best effort" and "best effort" not in self.offered:
             return InputProblem(
                 "best_effort_reader",
                 f"{what}. The camera offers reliable but input_reliability pins best effort, so lost fragments of "
@@ -132,6 +132,13 @@ class InputMonitor:
                 f"transport. {self._best_effort_cause()}")
         self._last_lossy = problem
         return problem
+
+    def _fits_shared_memory(self) -> bool:
+        """Known rgb8-sized frames below the 0.5 MB segment: best effort cannot be what loses them."""
+        if self._frame_shape is None:
+            return False
+        height, width = self._frame_shape
+        return height * width * 3 < 500_000
 
     def _best_effort_cause(self) -> str:
         size = ""
