@@ -26,6 +26,7 @@ before any of this module runs; a signal then ends the process as Python's defau
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -72,6 +73,11 @@ class StopSignals:
         if self.received is None:
             self.received = signum
         if self.raising:
+            if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+                # Raised inside the import machinery (e.g. a module lock's weakref callback) the interrupt
+                # would be printed as "Exception ignored" and lost: deliver it again in a moment instead.
+                threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+                return
             raise KeyboardInterrupt
 
     def describe(self) -> str:
