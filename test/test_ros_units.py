@@ -463,3 +463,28 @@ def test_message_pool_reuses_buffers_for_the_last_two_sizes():
     pool.get("depth", Header(), 8, 8, "32FC1")           # a third size evicts the least recently used (4x6)
     assert pool.get("depth", Header(), 4, 6, "32FC1")[0] is not first
     assert pool.get("semantic", Header(), 4, 6, "mono8")[0].encoding == "mono8"
+
+
+def test_a_frame_is_dropped_only_as_the_other_subscriptions_copy():
+    """Make-before-break passes a frame seen through both subscriptions on once; a re-published frame is new."""
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from mtan_ros.ros.camera_input import CameraSubscription
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("dedupe_check", context=context)
+        seen = []
+        sub = CameraSubscription(node, Image, "image_raw", seen.append, requested=lambda: "auto")
+        frame = Image()
+        frame.header.stamp.sec, frame.header.frame_id = 7, "cam"
+        sub._on_message(frame, 1)
+        sub._on_message(frame, 2)   # the same frame through the new subscription: a duplicate
+        sub._on_message(frame, 2)   # published again: processed again
+        assert len(seen) == 2
+        sub.destroy()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -48,7 +48,8 @@ class CameraSubscription:
         # (make before break); frames that come through both are passed on once.
         self._retiring: Any = None
         self._retire_by = 0.0
-        self._last_key: Optional[tuple] = None
+        self._last_key: Optional[tuple] = None  # (stamp, frame_id, subscription generation) of the last frame
+        self._generation = 0
         self._create()
 
     # ---------------------------------------------------------------- public
@@ -111,18 +112,24 @@ class CameraSubscription:
         if self._override == "best_available":
             reliability = ReliabilityPolicy.BEST_AVAILABLE
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible, message_lost=self._on_lost)
+        self._generation += 1
+        generation = self._generation
         self._subscription = self._node.create_subscription(
-            self._msg_type, self.topic_name, self._on_message, qos.input_qos(reliability), event_callbacks=events)
+            self._msg_type, self.topic_name, lambda msg: self._on_message(msg, generation),
+            qos.input_qos(reliability), event_callbacks=events)
         if self._monitor is not None:
             self._monitor.on_new_subscription()
 
-    def _on_message(self, msg: Any) -> None:
+    def _on_message(self, msg: Any, generation: int) -> None:
         header = getattr(msg, "header", None)
         if header is not None:
             key = (header.stamp.sec, header.stamp.nanosec, header.frame_id)
-            if key == self._last_key:  # the same frame through the retiring subscription
+            # Only a copy through the other subscription of a make-before-break pair is a duplicate: a camera
+            # (or a test) publishing the same frame again gets it processed again.
+            duplicate = self._last_key is not None and self._last_key[:3] == key and self._last_key[3] != generation
+            self._last_key = (*key, generation)
+            if duplicate:
                 return
-            self._last_key = key
         if self._monitor is not None:
             self._monitor.on_frame()
         self._callback(msg)
