@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from mtan_ros.errors import DemoError, MtanRosError  # noqa: F401 (DemoError re-exported)
+from mtan_ros.errors import DemoError, MtanRosError
 
 DEFAULT_OUT = "runs/demo"
 # A short run: rise to --lr over the first 5 % of the steps, then decay to zero by the last epoch.
@@ -435,12 +435,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
         frames = _bag_frames(bag)
         _step(4, total, "replay: perception node + bag player (lockstep) + evaluator over ROS 2")
         report = replay(out, bag, checkpoint, frames, args)
-    except DemoError as exc:
+    except MtanRosError as exc:  # the demo's own (1), or a damaged bag or checkpoint, bad data (2): one line
         print(f"\nmtan-demo: error: {exc}", file=sys.stderr)
-        return 1
-    except MtanRosError as exc:  # a damaged bag or checkpoint, bad data: one line, as every command
-        print(f"\nmtan-demo: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, DemoError) else 2
     except KeyboardInterrupt:
         print("\nmtan-demo: interrupted; run it again to continue (a finished checkpoint is reused)", file=sys.stderr)
         return 130

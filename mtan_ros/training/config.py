@@ -68,8 +68,8 @@ class TrainConfig:
     weighting: str = _opt("equal", "task weighting: loss-level equal, DWA or uncertainty; gradient-level PCGrad "
                                    "(projects conflicting task gradients; one process)", WEIGHTINGS)
     class_weights: str = _opt("none", "semantic loss class weights: none (the paper), or median_frequency (median "
-                                      "class frequency over the class's own, counted on up to 200 training images; "
-                                      "SegNet's balancing: rare classes stop being ignored by short runs)",
+                                      "class frequency over the class's own, counted on up to 200 training images "
+                                      "and printed at the start; SegNet's balancing)",
                               CLASS_WEIGHTS)
     temperature: float = _opt(2.0, "DWA temperature T (paper: 2)", metavar="T")
     uncert_init: float = _opt(-0.5, "initial log-variance of uncertainty weighting")

@@ -94,7 +94,7 @@ def task_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.T
             raise KeyError(f"no loss for task {task!r}; known tasks: {sorted(LOSSES)}")
         if task not in batch:
             raise KeyError(f"the batch has no ground truth for task {task!r} (keys: {sorted(batch)})")
-        if task == "semantic" and class_weights is not None:
+        if task == "semantic":
             losses[task] = semantic_loss(pred, batch[task], class_weights)
         else:
             losses[task] = LOSSES[task](pred, batch[task])
