@@ -155,11 +155,11 @@ def mutations(data: bytes, rng: np.random.Generator, count: int) -> Iterator[byt
         yield bytes(buf)
 
 
-def run_child(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh Python with this checkout and test/ importable; stdout and stderr captured."""
+def run_child(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `code` (sys.argv[1:] = args) in a fresh Python with this checkout and test/ importable; output captured."""
     paths = [str(REPO), str(REPO / "test"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def memory_kb(field: str) -> int:

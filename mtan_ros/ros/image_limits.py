@@ -95,6 +95,31 @@ def _malloc_trim() -> Any:
     return _MALLOC_TRIM
 
 
+# glibc's mallopt parameters (malloc.h) and the values keep_frame_buffers_mapped sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+FRAME_MMAP_THRESHOLD = 32 * 1024 * 1024   # the largest glibc accepts on 64-bit
+FRAME_TRIM_THRESHOLD = 128 * 1024 * 1024
+
+
+def keep_frame_buffers_mapped() -> bool:
+    """Let the memory of one frame be reused by the next instead of handed back to the OS; False without glibc.
+
+    Why: each received frame is allocated anew (the middleware's buffer, the message's
+    data). With glibc's adaptive thresholds the node returned those pages after every
+    frame and touched fresh ones for the next: about 4,600 page faults and 5-7 ms per
+    2 Mpx frame, measured. Fixed thresholds keep blocks up to 32 MB on the heap and up
+    to 128 MB of free space at its top, so a steady stream reuses the same pages.
+    Memory freed after an oversized frame is still returned by release_freed_memory.
+    Process-wide: call it in the process that receives the frames.
+    """
+    if _malloc_trim() is None:
+        return False
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, FRAME_TRIM_THRESHOLD))
+
+
 def release_freed_memory() -> bool:
     """Hand freed heap memory back to the OS (glibc malloc_trim(0)); False where there is no such call.
 

@@ -54,7 +54,7 @@ from mtan_ros.ros.compressed import check_compressed_msg, compressed_msg_to_rgb,
 from mtan_ros.ros.cv_bridge_check import bridge_status
 from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_limits import release_freed_memory
+from mtan_ros.ros.image_limits import keep_frame_buffers_mapped, release_freed_memory
 from mtan_ros.ros.image_messages import image_msg_to_rgb
 from mtan_ros.ros.input_monitor import InputMonitor
 from mtan_ros.ros.outputs import MessagePool, OutputPublishers
@@ -249,6 +249,7 @@ class PerceptionNode(LifecycleNode):
         self._warned_problem = None
         self._locked_size = None
         requested = self._requested_reliability
+        keep_frame_buffers_mapped()
         self._image_sub = CameraSubscription(self, self._input_type, topic, self._on_image, requested=requested,
                                              monitor=self._monitor)
         self._info_sub = CameraSubscription(self, CameraInfo, "camera_info", self._on_camera_info,
