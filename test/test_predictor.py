@@ -147,6 +147,23 @@ def test_in_place_metres_equal_the_depth_encoding(kind):
     torch.testing.assert_close(limited, torch.where(expected > 3.0, float("nan"), expected), equal_nan=True)
 
 
+@pytest.mark.parametrize("max_depth", [None, 3.0])
+def test_out_of_range_depth_becomes_nan_and_the_rest_stays_bit_exact(max_depth):
+    """The clamp/divide masking against a plain boolean mask, edge values included."""
+    generator = torch.Generator().manual_seed(3)
+    values = torch.randn(300, 400, generator=generator) * 4.0
+    edges = [0.0, -0.0, float("nan"), float("inf"), float("-inf"), 3.0, float(np.nextafter(np.float32(3), 4)),
+             1e-30, float(np.finfo(np.float32).max)]
+    values.view(-1)[:len(edges)] = torch.tensor(edges)
+    limit = float(np.finfo(np.float32).max) if max_depth is None else max_depth
+    expected = values.clone().masked_fill_(~((values > 0) & (values <= limit)), float("nan"))
+    got = depth_to_metres_(values.clone(), values.clone(), DepthEncoding("metric", 1.0), max_depth=max_depth)
+    assert torch.equal(torch.isnan(got), torch.isnan(expected))
+    assert torch.equal(got.nan_to_num(-7.0), expected.nan_to_num(-7.0))  # bit-exact where kept
+    kept = [not bool(v) for v in torch.isnan(got.view(-1)[:len(edges)])]
+    assert kept == [False] * 5 + [True, max_depth is None, True, max_depth is None]
+
+
 @pytest.mark.parametrize("size", [(37, 53), (64, 128), (256, 512), (1024, 2048)])
 def test_input_is_resized_antialiased_and_normalised(size):
     mean, std = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
