@@ -148,7 +148,8 @@ _FRAME_CYCLE_CHILD = textwrap.dedent("""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
         frame()
-    print(json.dumps({"kept": kept, "faults_per_frame": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20}))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    print(json.dumps({"kept": kept, "faults_per_frame": (after - before) / 20}))
 """)
 
 
