@@ -168,7 +168,7 @@ def test_command_line_parameters_keep_their_types(tmp_path):
 
 def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path):
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
 
     base = topics.image.rsplit("/", 1)[0]
     clocks: list[int] = []
@@ -184,8 +184,10 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
             # it start before this collector is matched.
             ros.wait_for(lambda: ros.node.count_subscribers(topics.image) == 0, 60,
                          "earlier subscribers of the image topic to leave the graph")
-            collector = Collector(ros, {topics.image: Image})
-            wait = [topics.image]
+            # camera_info is this collector's alone: waiting for it, the player cannot start on the evaluator's
+            # image subscription before the collector is discovered (a CI run got 1 frame of 6).
+            collector = Collector(ros, {topics.image: Image, topics.camera_info: CameraInfo})
+            wait = [topics.image, topics.camera_info]
             if rate == 1.0:  # with an evaluator (and no perception node) listening: its subscription says so
                 evaluator.start()
                 wait.append(topics.depth_gt)
