@@ -110,6 +110,9 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3  # errors only: ORT warns about every node it leaves on the CPU
         if threads:
             options.intra_op_num_threads = int(threads)
+        # ORT's worker threads otherwise spin after every run, taking the cores that DDS, the executor and
+        # torch need: measured, torch bf16 ran at 0.61x instead of 1.45x of fp32 after an ORT session had run.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
         self.session = onnxruntime.InferenceSession(source, sess_options=options,
                                                     providers=self._provider_options(self.providers))
