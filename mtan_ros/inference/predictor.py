@@ -88,6 +88,9 @@ def read_cpu_flags(path: str | None = None) -> set[str]:
 def cpu_has_amx_bf16() -> bool:
     """True where the CPU has AMX bf16 tiles, the only CPUs on which bf16 inference was measured faster.
 
+    Measured on a 2-core AMX Xeon: bf16 1.3x (width 0.25 at 64x128) to 3.6x (full
+    width at 256x512) faster than fp32; on a Xeon without AMX, 0.43x.
+
     Not oneDNN's own bf16 check: it also says yes for AVX512-BF16 alone, where
     bf16 convolutions ran at half the fp32 rate.
     """
