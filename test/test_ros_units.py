@@ -318,6 +318,19 @@ def test_monitor_reports_heavy_losses_while_some_frames_arrive():
     assert monitor.problem() is None
 
 
+@pytest.mark.parametrize("offered, warns", [("best effort", True), ("reliable", False)])
+def test_a_quarter_of_frames_lost_is_reported_for_a_best_effort_camera(offered, warns):
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, clock=clock)
+    monitor.observe_graph([offered], matched=1, subscribed=offered)
+    for _ in range(16):
+        monitor.on_frame()
+    monitor.on_lost(6)                         # 27 %, what a 2 Mpx best-effort camera without the profile lost
+    clock.now += 2.5
+    problem = monitor.problem()
+    assert (problem is not None and "6 of 22 frames" in problem.text) == warns, problem
+
+
 def test_losses_then_silence_from_one_best_effort_camera_are_one_cause():
     """The node warns once per cause: losses turning into "no complete frame" must not warn twice."""
     clock = FakeClock()
