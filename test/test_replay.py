@@ -309,11 +309,16 @@ def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
     options = ReplayOptions(bag=str(bag), model_path=str(tiny_checkpoint), namespace=base, lockstep=True, rate=0.0,
                             output_dir=str(out), idle_timeout=60.0, device="cpu", precision="fp32",
                             lockstep_timeout=30.0)
-    # Started all at once, as the graph says: the player itself waits for the node and the evaluator.
     node, evaluator, player = (_process(ros, spec) for spec in replay_nodes(options, environ=ros.env))
     collector = Collector(ros, {f"{base}/depth": Image, f"{base}/semantic": Image})
     try:
-        for proc in (node, evaluator, player):
+        # The player waits for the node and the evaluator, not for this collector: unmatched when the first
+        # frames came out, a CI run missed some of them. So the node goes first and the rest once it is matched;
+        # the player still has to wait for the evaluator by itself.
+        node.start()
+        ros.wait_for(collector.connected, timeout=120, what="the node's depth and semantic publishers")
+        ros.spin_for(1.0)
+        for proc in (evaluator, player):
             proc.start()
         ros.wait_for(lambda: not player.alive(), timeout=240, what="the lockstep player to finish")
         assert player.proc.returncode == 0, player.output()
