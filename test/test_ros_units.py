@@ -331,6 +331,20 @@ def test_a_quarter_of_frames_lost_is_reported_for_a_best_effort_camera(offered, 
     assert (problem is not None and "6 of 22 frames" in problem.text) == warns, problem
 
 
+def test_a_reliable_camera_losing_most_frames_is_not_blamed_on_best_effort():
+    clock = FakeClock()
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, profile_hint="/share/fastdds_shm.xml", clock=clock)
+    monitor.observe_graph(["reliable"], matched=1, subscribed="reliable")
+    for _ in range(4):
+        monitor.on_frame()
+    monitor.on_lost(9)
+    clock.now += 2.5
+    problem = monitor.problem()
+    assert problem.code == "lossy_reliable_camera"
+    assert "9 of 13 frames" in problem.text and "best effort" not in problem.text
+    assert "FASTDDS_DEFAULT_PROFILES_FILE=/share/fastdds_shm.xml" in problem.text and "compressed_input" in problem.text
+
+
 def test_losses_then_silence_from_one_best_effort_camera_are_one_cause():
     """The node warns once per cause: losses turning into "no complete frame" must not warn twice."""
     clock = FakeClock()

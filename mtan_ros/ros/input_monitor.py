@@ -129,13 +129,16 @@ class InputMonitor:
             return self._last_lossy
         self._window = (now, self.frames, self.lost)
         problem = None
-        share = BEST_EFFORT_LOSS_SHARE if "best effort" in self.offered else 0.5
+        best_effort = "best effort" in self.offered
+        share = BEST_EFFORT_LOSS_SHARE if best_effort else 0.5
         if lost >= 5 and lost > share * (lost + frames):
-            # The same cause (and fix) as a silent best-effort camera: one warning when one turns into the other.
-            problem = InputProblem(
-                "best_effort_camera",
-                f"{self.topic}: {lost} of {lost + frames} frames in the last {now - start:.0f} s were lost in "
-                f"transport. {self._best_effort_cause()}")
+            what = (f"{self.topic}: {lost} of {lost + frames} frames in the last {now - start:.0f} s were lost in "
+                    "transport")
+            if best_effort:
+                # The same cause (and fix) as a silent best-effort camera: one warning when one turns into the other.
+                problem = InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
+            else:
+                problem = InputProblem("lossy_reliable_camera", f"{what}. {self._reliable_loss_cause()}")
         self._last_lossy = problem
         return problem
 
@@ -157,6 +160,15 @@ class InputMonitor:
         return (f"With best effort, frames above a default Fast DDS participant's 0.5 MB shared-memory segment "
                 f"travel as UDP fragments that are never repaired{size}. Fix: {fix}, or make the camera publish "
                 "reliable")
+
+    def _reliable_loss_cause(self) -> str:
+        """A reliable writer gives up on a reader only when newer frames push unsent ones out of its history."""
+        fix = (f"FASTDDS_DEFAULT_PROFILES_FILE={self.profile_hint}" if self.profile_hint
+               else "a Fast DDS profile with a large shared-memory segment (this package's config/fastdds_shm.xml)")
+        return ("The camera is reliable, so its writer dropped them: newer frames overwrote its keep-last history "
+                "before they reached this node (the link is slower than the camera). Fix: start the camera driver "
+                f"with {fix}, set compressed_input: true (the node then reads image_raw/compressed), or lower the "
+                "camera's rate or resolution")
 
     def _offered_words(self) -> str:
         return " and ".join(sorted(set(self.offered))) or "nothing"
