@@ -299,15 +299,20 @@ def test_monitor_explains_a_publisher_that_never_matches():
     assert monitor.problem() is None
 
 
-def test_monitor_reports_heavy_losses_while_some_frames_arrive():
+def _after_losses(offered: str, frames: int, lost: int, profile_hint: str = ""):
+    """A monitor of a camera offering `offered` that got `frames` and lost `lost` in one window; its verdict."""
     clock = FakeClock()
-    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, clock=clock)
-    monitor.observe_graph(["best effort"], matched=1, subscribed="best effort")
-    for _ in range(3):
+    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, profile_hint=profile_hint, clock=clock)
+    monitor.observe_graph([offered], matched=1, subscribed=offered)
+    for _ in range(frames):
         monitor.on_frame()
-    monitor.on_lost(12)
+    monitor.on_lost(lost)
     clock.now += 2.5
-    problem = monitor.problem()
+    return monitor, clock, monitor.problem()
+
+
+def test_monitor_reports_heavy_losses_while_some_frames_arrive():
+    monitor, clock, problem = _after_losses("best effort", frames=3, lost=12)
     assert problem.code == "best_effort_camera" and "12 of 15 frames" in problem.text
     monitor.on_new_subscription()              # a re-created subscription counts losses from 0 again
     monitor.on_lost(1)
@@ -320,26 +325,13 @@ def test_monitor_reports_heavy_losses_while_some_frames_arrive():
 
 @pytest.mark.parametrize("offered, warns", [("best effort", True), ("reliable", False)])
 def test_a_quarter_of_frames_lost_is_reported_for_a_best_effort_camera(offered, warns):
-    clock = FakeClock()
-    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, clock=clock)
-    monitor.observe_graph([offered], matched=1, subscribed=offered)
-    for _ in range(16):
-        monitor.on_frame()
-    monitor.on_lost(6)                         # 27 %, what a 2 Mpx best-effort camera without the profile lost
-    clock.now += 2.5
-    problem = monitor.problem()
+    # 27 %, what a 2 Mpx best-effort camera without the profile lost
+    _, _, problem = _after_losses(offered, frames=16, lost=6)
     assert (problem is not None and "6 of 22 frames" in problem.text) == warns, problem
 
 
 def test_a_reliable_camera_losing_most_frames_is_not_blamed_on_best_effort():
-    clock = FakeClock()
-    monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, profile_hint="/share/fastdds_shm.xml", clock=clock)
-    monitor.observe_graph(["reliable"], matched=1, subscribed="reliable")
-    for _ in range(4):
-        monitor.on_frame()
-    monitor.on_lost(9)
-    clock.now += 2.5
-    problem = monitor.problem()
+    _, _, problem = _after_losses("reliable", frames=4, lost=9, profile_hint="/share/fastdds_shm.xml")
     assert problem.code == "lossy_reliable_camera"
     assert "9 of 13 frames" in problem.text and "best effort" not in problem.text
     assert "FASTDDS_DEFAULT_PROFILES_FILE=/share/fastdds_shm.xml" in problem.text and "compressed_input" in problem.text
