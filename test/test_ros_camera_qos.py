@@ -193,6 +193,49 @@ def test_subscriber_an_output_cannot_match_is_named_in_the_log(ros, node):
         ros.node.destroy_subscription(sub)
 
 
+def test_frames_published_past_the_node_count_as_lost_by_their_sequence_numbers(ros):
+    """The middleware's own sequence numbers reach the monitor: frames a reliable camera published while no
+    subscription of ours was matched (as when its writer overwrote them) are counted lost once the next one
+    arrives, although nothing was reported lost."""
+    import numpy as np
+    from ros_helpers import make_image_msg
+
+    from mtan_ros.ros.camera_input import CameraSubscription
+    from mtan_ros.ros.input_monitor import InputMonitor
+
+    topic = f"{ros.namespace}/sequence_cam/image_raw"
+    monitor = InputMonitor(topic, warn_after_s=2.0)
+    received = []
+    camera_pub = ros.node.create_publisher(Image, topic, 10)
+
+    def subscribed():
+        sub = CameraSubscription(ros.node, Image, topic, received.append, requested=lambda: "reliable",
+                                 monitor=monitor)
+        ros.wait_for(lambda: sub.matched and camera_pub.get_subscription_count() == 1, 30, "the subscription")
+        return sub
+
+    def publish(i):
+        camera_pub.publish(make_image_msg(np.full((4, 6, 3), i, np.uint8), "rgb8", stamp=ros.stamp(1000.0 + i)))
+
+    try:
+        sub = subscribed()
+        for i in (0, 1):
+            publish(i)
+            ros.wait_for(lambda: len(received) == i + 1, 10, f"frame {i}")
+        sub.destroy()
+        ros.wait_for(lambda: camera_pub.get_subscription_count() == 0, 30, "the subscription to go")
+        for i in (2, 3, 4):
+            publish(i)
+        sub = subscribed()
+        publish(5)
+        ros.wait_for(lambda: len(received) == 3, 10, "frame 5")
+        sub.destroy()
+    finally:
+        ros.node.destroy_publisher(camera_pub)
+    assert [msg.data[0] for msg in received] == [0, 1, 5]
+    assert (monitor.frames, monitor.reported_lost, monitor.skipped_in_sequence, monitor.lost) == (3, 0, 3, 3)
+
+
 def test_profile_is_not_forced_when_the_user_configured_fast_dds():
     from mtan_ros.ros.transport import large_image_env
 

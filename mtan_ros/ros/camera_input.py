@@ -7,8 +7,9 @@ camera for good. This subscription instead looks at the publishers on its topic
 reliability `qos.choose_input_reliability` asks for, keeping keep-last 1 so that
 no backlog builds up. A user pins the choice with the node's `input_reliability`
 parameter or ROS 2's standard `qos_overrides.<topic>.subscription.reliability`
-override (it wins). Frames, losses reported by the middleware and incompatible-QoS
-events are passed to an InputMonitor, which explains silence.
+override (it wins). Frames (with their publisher's sequence number), losses reported
+by the middleware and incompatible-QoS events are passed to an InputMonitor, which
+explains silence.
 """
 from __future__ import annotations
 
@@ -115,12 +116,12 @@ class CameraSubscription:
         self._generation += 1
         generation = self._generation
         self._subscription = self._node.create_subscription(
-            self._msg_type, self.topic_name, lambda msg: self._on_message(msg, generation),
+            self._msg_type, self.topic_name, lambda msg, info: self._on_message(msg, info, generation),
             qos.input_qos(reliability), event_callbacks=events)
         if self._monitor is not None:
             self._monitor.on_new_subscription()
 
-    def _on_message(self, msg: Any, generation: int) -> None:
+    def _on_message(self, msg: Any, info: Any, generation: int) -> None:
         header = getattr(msg, "header", None)
         if header is not None:
             key = (header.stamp.sec, header.stamp.nanosec, header.frame_id)
@@ -131,7 +132,9 @@ class CameraSubscription:
             if duplicate:
                 return
         if self._monitor is not None:
-            self._monitor.on_frame()
+            publisher = (info.get("publisher_gid") or {}).get("data")
+            self._monitor.on_frame(bytes(publisher) if publisher is not None else None,
+                                   info.get("publication_sequence_number"))
         self._callback(msg)
 
     def _on_lost(self, event: Any) -> None:

@@ -121,7 +121,7 @@ class PipelineStats:
             self.last_problem = problem
 
     def on_lost_in_transport(self, total: int) -> None:
-        """The middleware's running count of camera frames it lost (best-effort gaps, broken samples)."""
+        """Camera frames published that never arrived: the middleware's count or sequence gaps (input_monitor)."""
         with self._lock:
             self.lost_in_transport = int(total)
 

@@ -9,17 +9,25 @@ what the node can see — the publishers' offered reliability and how many of th
 DDS matched, complete frames, frames the middleware reports lost, incompatible-QoS
 events — and names the probable cause and the fix. It has no ROS dependency so
 that every case is testable without DDS.
+
+Frames are counted lost two ways, and the larger count is kept: what the middleware
+reports, and gaps in each publisher's sequence numbers. The second catches what
+the first misses: a reliable 2 Mpx camera at 30 Hz with ROS 2 defaults delivered
+22 of 150 frames here and Fast DDS reported none lost (its writer had overwritten
+the rest in its keep-last history).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 # A best-effort camera that loses more than this share of its frames (in a window of
 # warn_after_s) is told the fix; measured, a 2 Mpx one without the profile lost 27 %
 # and a half-and-half rule stayed silent. Other losses are reported above a half.
 BEST_EFFORT_LOSS_SHARE = 0.2
+# Sequence numbers are tracked for this many publishers of the topic (the newest ones).
+MAX_PUBLISHERS = 16
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,10 @@ class InputMonitor:
         self.matched = 0
         self.subscribed = "best effort"
         self.frames = 0
-        self.lost = 0
-        self._lost_base = 0  # lost counts restart with every new subscription
+        self.reported_lost = 0
+        self.skipped_in_sequence = 0
+        self._lost_base = 0  # reported lost counts restart with every new subscription
+        self._last_sequence: dict[Any, int] = {}  # per publisher
         self._matched_since: Optional[float] = None
         self._frames_at_match = 0
         self._unmatched_since: Optional[float] = None
@@ -71,17 +81,34 @@ class InputMonitor:
             if matched:
                 self._incompatible = None
 
-    def on_frame(self) -> None:
+    def on_frame(self, publisher: Any = None, sequence: Optional[int] = None) -> None:
+        """A complete frame; `sequence` is its publisher's sequence number where the middleware gives one."""
         self.frames += 1
+        if sequence is None:
+            return
+        last = self._last_sequence.get(publisher)
+        if last is not None and sequence <= last:
+            return  # a copy through a second subscription, or out of order: counted already
+        if last is not None:
+            self.skipped_in_sequence += sequence - last - 1
+        self._last_sequence.pop(publisher, None)
+        self._last_sequence[publisher] = sequence  # newest last, so the oldest publisher goes first
+        if len(self._last_sequence) > MAX_PUBLISHERS:
+            del self._last_sequence[next(iter(self._last_sequence))]
 
     def on_lost(self, total_for_subscription: int) -> None:
         """The middleware's running count of lost messages for the current subscription."""
-        self.lost = self._lost_base + int(total_for_subscription)
+        self.reported_lost = self._lost_base + int(total_for_subscription)
 
     def on_new_subscription(self) -> None:
-        """A subscription was re-created (its lost count starts again at 0)."""
-        self._lost_base = self.lost
+        """A subscription was re-created (its reported lost count starts again at 0)."""
+        self._lost_base = self.reported_lost
         self._matched_since = None
+
+    @property
+    def lost(self) -> int:
+        """Frames published that never arrived: reported by the middleware or seen as sequence gaps."""
+        return max(self.reported_lost, self.skipped_in_sequence)
 
     def on_incompatible(self, policy: str) -> None:
         self._incompatible = (self._clock(), policy)
