@@ -10,8 +10,6 @@ and activates itself; with autostart:=false it waits for `ros2 lifecycle set
 each its own namespace (see README). Unless you configured Fast DDS yourself, the
 node uses the package's shared-memory profile (config/fastdds_shm.xml).
 """
-import shutil
-
 import launch.logging
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
@@ -63,10 +61,11 @@ def rviz(context):
     """RViz2 with the package's view, or a clear line when it is not installed (the node keeps running)."""
     if LaunchConfiguration("rviz").perform(context).strip().lower() not in TRUE:
         return []
-    if not _package_installed("rviz2"):
-        launch.logging.get_logger("perception.launch").error(
-            "rviz:=true, but rviz2 is not installed here (install ros-$ROS_DISTRO-rviz2, or open RViz on another "
-            "machine of the same ROS domain); the perception node runs without it")
+    from mtan_ros.ros.launch_checks import rviz_problem
+
+    problem = rviz_problem("the perception node runs without it", context.environment)
+    if problem is not None:
+        launch.logging.get_logger("perception.launch").error(problem)
         return []
     return [Node(
         package="rviz2",
@@ -75,16 +74,6 @@ def rviz(context):
         arguments=["-d", share("config", "mtan_ros.rviz")],
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in TRUE}],
     )]
-
-
-def _package_installed(name):
-    try:
-        from ament_index_python.packages import get_package_prefix
-
-        get_package_prefix(name)
-    except Exception:  # PackageNotFoundError, or no ament index at all
-        return shutil.which(name) is not None
-    return True
 
 
 def generate_launch_description():

@@ -32,6 +32,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from mtan_ros.errors import NodeStartupError, PlayerError
+from mtan_ros.ros.launch_checks import rviz_problem
 from mtan_ros.ros.replay_graph import TRUE_WORDS, ReplayOptions, replay_nodes, ros2_bag_problem
 
 PACKAGE = "mtan_ros"
@@ -53,6 +54,11 @@ def replay(context):
     values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ReplayOptions.descriptions()}
     options = ReplayOptions.from_strings(values)
     rviz = LaunchConfiguration("rviz").perform(context).strip().lower() in TRUE_WORDS
+    rviz_missing = rviz_problem("the replay runs without it and ends after the report",
+                                context.environment) if rviz else None
+    if rviz_missing is not None:
+        launch.logging.get_logger(LOGGER).error(rviz_missing)
+        rviz = False
     problem = ros2_bag_problem(context.environment) if options.player == "ros2bag" else None
     actions, by_role = [], {}
     for spec in replay_nodes(options, environ=context.environment):
