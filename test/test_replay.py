@@ -175,8 +175,10 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
     clock_sub = ros.node.create_subscription(Clock, "/clock", lambda c: clocks.append(
         c.clock.sec * 10**9 + c.clock.nanosec), 10)
     out = tmp_path / "report"
+    # No perception node here: the evaluator listens to the ground truth at once.
     evaluator = NodeProcess(ros, ["--ros-args", "-p", f"output_dir:={out}", "-p", f"bag:={bag}",
-                                  "-p", "idle_timeout:=2.0"], module="mtan_ros.ros.evaluator", namespace=base)
+                                  "-p", "idle_timeout:=2.0", "-p", "wait_for_predictions:=false"],
+                            module="mtan_ros.ros.evaluator", namespace=base)
     spans = {}
     try:
         for rate in (2.0, 1.0):
@@ -370,6 +372,28 @@ def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
     assert report["abs_err_m"] == pytest.approx(de2.abs_err(), rel=1e-3)
 
 
+def test_the_evaluator_listens_to_the_ground_truth_once_the_predictions_can_reach_it(ros, bag, tmp_path):
+    """A player starts when the ground truth has subscribers: they must mean the node's outputs are matched too
+    (a launch run lost every prediction of a lockstep replay when the player started before that)."""
+    from sensor_msgs.msg import Image
+
+    namespace = f"{ros.namespace}/listens"
+    args = ["--ros-args", "-p", f"output_dir:={tmp_path / 'report'}", "-p", f"bag:={bag}"]
+    publishers = []
+    with NodeProcess(ros, args, module="mtan_ros.ros.evaluator", namespace=namespace):
+        ros.wait_for(lambda: ros.node.count_subscribers(f"{namespace}/semantic") > 0, 90, "the evaluator to run")
+        ros.spin_for(2.0)
+        assert ros.node.count_subscribers(f"{namespace}/depth_gt") == 0, "ground truth before any prediction"
+        publishers.append(ros.node.create_publisher(Image, f"{namespace}/depth", 5))
+        ros.spin_for(2.0)
+        assert ros.node.count_subscribers(f"{namespace}/depth_gt") == 0, "ground truth with depth alone"
+        publishers.append(ros.node.create_publisher(Image, f"{namespace}/semantic", 5))
+        ros.wait_for(lambda: ros.node.count_subscribers(f"{namespace}/depth_gt") == 1
+                     and ros.node.count_subscribers(f"{namespace}/semantic_gt") == 1, 30, "the ground truth readers")
+        for pub in publishers:
+            ros.node.destroy_publisher(pub)
+
+
 def test_truncated_bag_plays_up_to_the_damage(ros, bag, topics, tmp_path):
     from sensor_msgs.msg import Image
 
@@ -491,7 +515,7 @@ def test_ctrl_c_twice_while_running_ends_cleanly(ros, bag, tmp_path, tiny_checkp
             "evaluator": ["-p", f"output_dir:={out}", "-p", f"bag:={bag}"]}
     running = {"perception_node": lambda: ros.node.count_subscribers(f"{namespace}/image_raw") > 0,
                "bag_player": lambda: _asks_for_state(ros, f"{namespace}/nobody"),
-               "evaluator": lambda: ros.node.count_subscribers(f"{namespace}/depth_gt") > 0}
+               "evaluator": lambda: ros.node.count_subscribers(f"{namespace}/semantic") > 0}
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = _entry(ros, name, ["-r", f"__ns:={namespace}", *args[name]], log)
@@ -519,7 +543,7 @@ def test_sigterm_while_evaluating_writes_the_report(ros, bag, tmp_path):
         proc = _entry(ros, "evaluator", ["-r", f"__ns:={namespace}", "-p", f"output_dir:={out}",
                                          "-p", f"bag:={bag}"], log)
         try:  # running: its subscription is in the graph
-            ros.wait_for(lambda: ros.node.count_subscribers(f"{namespace}/depth_gt") > 0, timeout=90,
+            ros.wait_for(lambda: ros.node.count_subscribers(f"{namespace}/semantic") > 0, timeout=90,
                          what="the evaluator to subscribe")
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)

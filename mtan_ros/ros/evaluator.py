@@ -73,7 +73,14 @@ SPECS: tuple[ParamSpec, ...] = (
               "known).", default=4, range=(0, 64), applies="startup"),
     ParamSpec("exit_when_done", bool, "Exit after writing the report (else keep running idle).", default=True,
               applies="startup"),
+    ParamSpec("wait_for_predictions", bool, "Subscribe to the ground truth only once the depth and semantic "
+              "publishers are matched (a player waiting for its subscribers then starts when predictions can "
+              "arrive); false = at once.", default=True, applies="startup"),
 )
+
+# DDS matches the two ends of a connection separately: this reader seeing the node's writer does not
+# prove that the writer has this reader yet. The ground truth is subscribed to this long after.
+MATCH_SETTLE_S = 0.5
 
 
 def _stamp_ns(msg: Any) -> int:
@@ -141,23 +148,46 @@ class EvaluatorNode(Node):
             # e.g. launch shutting everything down because another process failed: report anyway.
             self.finish("ROS shut down while the evaluator was starting")
             raise ExternalShutdownException() from None
+        names = [self.resolve_topic_name(name) for name in ("depth", "semantic", "depth_gt", "semantic_gt")]
         self.get_logger().info(
-            f"evaluating {self.subs[4].topic_name} and {self.subs[5].topic_name} against "
-            f"{self.subs[2].topic_name} and {self.subs[3].topic_name}: {classes['num_classes']} classes, "
-            f"{f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
+            f"evaluating {names[0]} and {names[1]} against {names[2]} and {names[3]}"
+            f"{' (once the predictions are matched)' if not self.truth_subs else ''}: {classes['num_classes']} "
+            f"classes, {f'{frames} frames' if frames else 'until idle'}; report in {self.p['output_dir']}")
 
     def _subscribe(self) -> None:
         inputs, reliable = qos.evaluation_qos(reliable=False), qos.evaluation_qos(reliable=True)
-        self.subs = [
+        self.input_subs = [
             self.create_subscription(Image, "image_raw", self._on_image, inputs),
             self.create_subscription(CompressedImage, "image_raw/compressed", self._on_image, inputs),
-            self.create_subscription(Image, "depth_gt", self._gt_callback("depth"), reliable),
-            self.create_subscription(Image, "semantic_gt", self._gt_callback("semantic"), reliable),
+        ]
+        self.prediction_subs = [
             self.create_subscription(Image, "depth", self._pred_callback("depth"), reliable),
             self.create_subscription(Image, "semantic", self._pred_callback("semantic"), reliable),
         ]
+        self.truth_subs: list[Any] = []
+        self._predictions_matched_at: Optional[float] = None
+        if not self.p["wait_for_predictions"]:
+            self._subscribe_truth()
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.timer = self.create_timer(0.2, self._check, clock=steady)
+
+    def _subscribe_truth(self) -> None:
+        reliable = qos.evaluation_qos(reliable=True)
+        self.truth_subs = [
+            self.create_subscription(Image, "depth_gt", self._gt_callback("depth"), reliable),
+            self.create_subscription(Image, "semantic_gt", self._gt_callback("semantic"), reliable),
+        ]
+
+    def _subscribe_truth_once_matched(self, now: float) -> None:
+        """A player waits for subscribers of the ground truth: they appear when predictions can reach us."""
+        if not all(sub.get_publisher_count() > 0 for sub in self.prediction_subs):
+            self._predictions_matched_at = None
+            return
+        if self._predictions_matched_at is None:
+            self._predictions_matched_at = now
+        if now - self._predictions_matched_at >= MATCH_SETTLE_S:
+            self._subscribe_truth()
+            self.get_logger().info("the node's predictions are matched: listening to the ground truth")
 
     def _declare(self) -> dict[str, Any]:
         try:
@@ -255,6 +285,8 @@ class EvaluatorNode(Node):
         if self.finished:
             return
         now = time.monotonic()
+        if not self.truth_subs:
+            self._subscribe_truth_once_matched(now)
         if now - self.last_progress > 2.0 and self.core.evaluated:
             self.last_progress = now
             total = f"/{self.core.expected_frames}" if self.core.expected_frames else ""

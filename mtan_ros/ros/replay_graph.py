@@ -8,7 +8,7 @@ This module imports no ROS package.
 
 Readiness is a graph signal, never log text: the player waits until the perception node
 reports the lifecycle state `active` (`wait_for_nodes`) and until the evaluator's topics have
-subscribers, then plays. `ros2 bag play` cannot wait for either, so player:=ros2bag starts
+subscribers (its ground-truth ones come once the node's outputs are matched to it), then plays. `ros2 bag play` cannot wait for either, so player:=ros2bag starts
 after a fixed `ros2bag_delay` and only plays at the recorded rate.
 """
 from __future__ import annotations
@@ -250,8 +250,8 @@ def _player(options: ReplayOptions, env: dict[str, str], perception_fqn: str) ->
         return NodeSpec(role="player", label="ros2 bag play", name="ros2_bag_play", package="rosbag2",
                         command=tuple(command), env=env)
     image = options.topic("image_raw/compressed" if options.compressed else "image_raw")
-    # The evaluator is the only subscriber of the ground truth and of `semantic`: their
-    # subscriptions say it is listening.
+    # The evaluator is the only subscriber of the ground truth and of `semantic`; it subscribes to
+    # the ground truth only once the node's predictions are matched to it, so these say both.
     listeners = [image, options.topic("depth_gt"), options.topic("semantic_gt"), options.topic("semantic")]
     return NodeSpec(
         role="player", label="bag player", name="bag_player", executable="bag_player",
