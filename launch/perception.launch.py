@@ -44,6 +44,9 @@ def perception_node(context):
             overrides[parameter] = value.lower() in TRUE if argument in BOOLEAN_ARGUMENTS else value
     overrides["use_sim_time"] = LaunchConfiguration("use_sim_time").perform(context).lower() in TRUE
     image = LaunchConfiguration("image").perform(context)
+    # Like image_transport: a camera's CameraInfo is the sibling of its image topic.
+    camera_info = LaunchConfiguration("camera_info").perform(context).strip() or \
+        "/".join([*image.split("/")[:-1], "camera_info"])
     return [LifecycleNode(
         package=PACKAGE,
         executable="perception_node",
@@ -51,7 +54,7 @@ def perception_node(context):
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[("image_raw", image), ("image_raw/compressed", image + "/compressed"),
-                    ("camera_info", LaunchConfiguration("camera_info"))],
+                    ("camera_info", camera_info)],
         output="screen",
         emulate_tty=True,
     )]
@@ -84,7 +87,8 @@ def generate_launch_description():
         ("device", "", "auto | cpu | cuda | cuda:N; empty: params_file's value"),
         ("precision", "", "auto | fp32 | fp16 | bf16; empty: params_file's value"),
         ("image", "image_raw", "Camera image topic that image_raw is remapped to (<image>/compressed when compressed)"),
-        ("camera_info", "camera_info", "CameraInfo topic of that camera (needed for points)"),
+        ("camera_info", "", "CameraInfo topic of that camera (needed for points); empty: camera_info next to "
+                            "image (image:=/cam/image_raw reads /cam/camera_info)"),
         ("namespace", "", "Namespace of the node and its outputs; one per camera"),
         ("use_sim_time", "false", "Use /clock, e.g. when replaying a rosbag"),
         ("compressed", "", "true: subscribe to <image>/compressed (JPEG/PNG); empty: params_file's value"),

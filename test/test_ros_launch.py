@@ -102,8 +102,7 @@ else:
             launch_arguments={
                 "model_path": _checkpoint(),
                 "namespace": NAMESPACE,
-                "image": CAMERA_TOPIC,
-                "camera_info": f"/{NAMESPACE}/camera/camera_info",
+                "image": CAMERA_TOPIC,  # camera_info is not given: the one next to it is read
                 "device": "cpu",
             }.items(),
         )
