@@ -8,7 +8,8 @@ This module imports no ROS package.
 
 Readiness is a graph signal, never log text: the player waits until the perception node
 reports the lifecycle state `active` (`wait_for_nodes`) and until the evaluator's topics have
-subscribers (its ground-truth ones come once the node's outputs are matched to it), then plays. `ros2 bag play` cannot wait for either, so player:=ros2bag starts
+subscribers (its ground-truth ones come once the node's outputs are matched to it), then
+plays. `ros2 bag play` cannot wait for either, so player:=ros2bag starts
 after a fixed `ros2bag_delay` and only plays at the recorded rate.
 """
 from __future__ import annotations
