@@ -299,11 +299,11 @@ def test_monitor_explains_a_publisher_that_never_matches():
     assert monitor.problem() is None
 
 
-def _after_losses(offered: str, frames: int, lost: int, profile_hint: str = ""):
+def _after_losses(offered: str, frames: int, lost: int, profile_hint: str = "", subscribed: str = ""):
     """A monitor of a camera offering `offered` that got `frames` and lost `lost` in one window; its verdict."""
     clock = FakeClock()
     monitor = InputMonitor("/cam/image_raw", warn_after_s=2.0, profile_hint=profile_hint, clock=clock)
-    monitor.observe_graph([offered], matched=1, subscribed=offered)
+    monitor.observe_graph([offered], matched=1, subscribed=subscribed or offered)
     for _ in range(frames):
         monitor.on_frame()
     monitor.on_lost(lost)
@@ -335,6 +335,12 @@ def test_a_reliable_camera_losing_most_frames_is_not_blamed_on_best_effort():
     assert problem.code == "lossy_reliable_camera"
     assert "9 of 13 frames" in problem.text and "best effort" not in problem.text
     assert "FASTDDS_DEFAULT_PROFILES_FILE=/share/fastdds_shm.xml" in problem.text and "compressed_input" in problem.text
+
+
+def test_losses_of_a_pinned_best_effort_reader_name_the_pin():
+    _, _, problem = _after_losses("reliable", frames=16, lost=6, subscribed="best effort")
+    assert problem.code == "best_effort_reader" and "6 of 22 frames" in problem.text
+    assert "set input_reliability: auto" in problem.text
 
 
 def test_sequence_gaps_of_a_reliable_camera_count_as_lost_when_the_middleware_reports_none():

@@ -143,10 +143,7 @@ class InputMonitor:
         if "best effort" in self.offered and (self.lost or not self._fits_shared_memory()):
             return InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
         if self.subscribed == "best effort" and "best effort" not in self.offered:
-            return InputProblem(
-                "best_effort_reader",
-                f"{what}. The camera offers reliable but input_reliability pins best effort, so lost fragments of "
-                "large frames are never repaired; set input_reliability: auto (or reliable)")
+            return InputProblem("best_effort_reader", f"{what}. {self._best_effort_reader_cause()}")
         return InputProblem("no_frames", f"{what}. Check that it is streaming (`ros2 topic hz {self.topic}`)")
 
     def _lossy_problem(self, now: float) -> Optional[InputProblem]:
@@ -156,14 +153,17 @@ class InputMonitor:
             return self._last_lossy
         self._window = (now, self.frames, self.lost)
         problem = None
-        best_effort = "best effort" in self.offered
-        share = BEST_EFFORT_LOSS_SHARE if best_effort else 0.5
+        best_effort_camera = "best effort" in self.offered
+        best_effort_reader = self.subscribed == "best effort" and not best_effort_camera
+        share = BEST_EFFORT_LOSS_SHARE if best_effort_camera or best_effort_reader else 0.5
         if lost >= 5 and lost > share * (lost + frames):
             what = (f"{self.topic}: {lost} of {lost + frames} frames in the last {now - start:.0f} s were lost in "
                     "transport")
-            if best_effort:
-                # The same cause (and fix) as a silent best-effort camera: one warning when one turns into the other.
+            # The same causes (and fixes) as a silent camera: one warning when one turns into the other.
+            if best_effort_camera:
                 problem = InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
+            elif best_effort_reader:
+                problem = InputProblem("best_effort_reader", f"{what}. {self._best_effort_reader_cause()}")
             else:
                 problem = InputProblem("lossy_reliable_camera", f"{what}. {self._reliable_loss_cause()}")
         self._last_lossy = problem
@@ -187,6 +187,11 @@ class InputMonitor:
         return (f"With best effort, frames above a default Fast DDS participant's 0.5 MB shared-memory segment "
                 f"travel as UDP fragments that are never repaired{size}. Fix: {fix}, or make the camera publish "
                 "reliable")
+
+    @staticmethod
+    def _best_effort_reader_cause() -> str:
+        return ("The camera offers reliable but input_reliability pins best effort, so lost fragments of large "
+                "frames are never repaired; set input_reliability: auto (or reliable)")
 
     def _reliable_loss_cause(self) -> str:
         """A reliable writer gives up on a reader only when newer frames push unsent ones out of its history."""
