@@ -140,10 +140,10 @@ class InputMonitor:
     def _silent_problem(self, seconds: float) -> InputProblem:
         lost = f", {self.lost} lost in transport" if self.lost else ""
         what = f"{self.topic}: a camera matched {seconds:.0f} s ago but no complete frame arrived{lost}"
-        if "best effort" in self.offered and (self.lost or not self._fits_shared_memory()):
-            return InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
-        if self.subscribed == "best effort" and "best effort" not in self.offered:
-            return InputProblem("best_effort_reader", f"{what}. {self._best_effort_reader_cause()}")
+        code, cause = self._transport_cause()
+        if code == "best_effort_reader" or (code == "best_effort_camera"
+                                            and (self.lost or not self._fits_shared_memory())):
+            return InputProblem(code, f"{what}. {cause}")
         return InputProblem("no_frames", f"{what}. Check that it is streaming (`ros2 topic hz {self.topic}`)")
 
     def _lossy_problem(self, now: float) -> Optional[InputProblem]:
@@ -153,21 +153,22 @@ class InputMonitor:
             return self._last_lossy
         self._window = (now, self.frames, self.lost)
         problem = None
-        best_effort_camera = "best effort" in self.offered
-        best_effort_reader = self.subscribed == "best effort" and not best_effort_camera
-        share = BEST_EFFORT_LOSS_SHARE if best_effort_camera or best_effort_reader else 0.5
+        # The same causes (and fixes) as a silent camera: one warning when one turns into the other.
+        code, cause = self._transport_cause()
+        share = 0.5 if code == "lossy_reliable_camera" else BEST_EFFORT_LOSS_SHARE
         if lost >= 5 and lost > share * (lost + frames):
-            what = (f"{self.topic}: {lost} of {lost + frames} frames in the last {now - start:.0f} s were lost in "
-                    "transport")
-            # The same causes (and fixes) as a silent camera: one warning when one turns into the other.
-            if best_effort_camera:
-                problem = InputProblem("best_effort_camera", f"{what}. {self._best_effort_cause()}")
-            elif best_effort_reader:
-                problem = InputProblem("best_effort_reader", f"{what}. {self._best_effort_reader_cause()}")
-            else:
-                problem = InputProblem("lossy_reliable_camera", f"{what}. {self._reliable_loss_cause()}")
+            problem = InputProblem(code, f"{self.topic}: {lost} of {lost + frames} frames in the last "
+                                         f"{now - start:.0f} s were lost in transport. {cause}")
         self._last_lossy = problem
         return problem
+
+    def _transport_cause(self) -> tuple[str, str]:
+        """(code, explanation with the fix) for frames lost on the way, by which side is best effort."""
+        if "best effort" in self.offered:
+            return "best_effort_camera", self._best_effort_cause()
+        if self.subscribed == "best effort":
+            return "best_effort_reader", self._best_effort_reader_cause()
+        return "lossy_reliable_camera", self._reliable_loss_cause()
 
     def _fits_shared_memory(self) -> bool:
         """Known rgb8-sized frames below the 0.5 MB segment: best effort cannot be what loses them."""
