@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-fast demo benchmark gpu-check clean
+.PHONY: venv test test-shuffled test-fast demo benchmark gpu-check clean
 
 venv: $(STAMP)
 
@@ -18,22 +18,28 @@ $(STAMP): setup.py Makefile
 	$(BIN)/python -m pip install --quiet -e ".[all]"
 	touch $(STAMP)
 
+# The suite in file order; the layer contracts run inside it (test/test_layers.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest test
+	$(BIN)/python -m pytest test -p no:randomly
+
+# The same suite shuffled (pytest-randomly); SEED picks the order, e.g. make test-shuffled SEED=7.
+SEED ?= 1
+test-shuffled: $(STAMP)
+	$(BIN)/python -m pytest test --randomly-seed=$(SEED)
 
 # The edit-test loop: everything but the tests marked slow (DDS processes, training runs, the demo).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest test -m "not slow" -q
+	$(BIN)/python -m pytest test -m "not slow" -q -p no:randomly
 
 demo: $(STAMP)
 	$(BIN)/mtan-demo
 
 benchmark: $(STAMP)
-	$(BIN)/python -m mtan_ros.inference.benchmark
+	$(BIN)/python -m mtan_ros.benchmarks.inference
 
 # Everything the package does on a GPU, in one table (under 8 minutes); skips its CUDA rows elsewhere.
 gpu-check: $(STAMP)
-	$(BIN)/python -m mtan_ros.tools.gpu_check --json runs/gpu_check.json
+	$(BIN)/python -m mtan_ros.benchmarks.gpu_check --json runs/gpu_check.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,7 +30,7 @@ EXTRAS = {
     "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.17"],
     "bags": ["rosbags>=0.10", "rosbags-image>=0.9", "mcap>=1.1", "mcap-ros2-support>=0.5"],
     # launch_testing's pytest plugin does not load under pytest 9.
-    "test": ["pytest>=7,<9", "pytest-timeout>=2"],
+    "test": ["pytest>=7,<9", "pytest-timeout>=2", "import-linter>=2.1", "pytest-randomly>=3.15"],
     # The ament linters that `colcon test` runs, with the flake8 plugins a ROS system ships them with.
     "lint": [
         "ros-kilted-ament-flake8",

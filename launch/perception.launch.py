@@ -31,7 +31,7 @@ def share(*parts):
 
 def large_image_transport(context):
     """The package's shared-memory profile for the node (and RViz), unless the user configured Fast DDS."""
-    from mtan_ros.ros.transport import large_image_env
+    from mtan_ros.ros.camera.transport import large_image_env
 
     return [SetEnvironmentVariable(name, value) for name, value in large_image_env(context.environment).items()]
 

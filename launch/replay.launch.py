@@ -3,7 +3,7 @@
   ros2 launch mtan_ros replay.launch.py bag:=runs/demo/val_bag model_path:=runs/demo/checkpoint/best.pt
       [lockstep:=true] [rate:=1.0] [player:=python|ros2bag] [rviz:=true] [output_dir:=runs/replay]
 
-What runs, with which parameters, is mtan_ros.ros.replay_graph (mtan-demo starts the same
+What runs, with which parameters, is mtan_ros.ros.replay.replay_graph (mtan-demo starts the same
 graph without launch); every argument below is a field of its ReplayOptions, with its
 default. This file only turns the graph into actions: the perception node as a managed
 (lifecycle) node with config/perception.yaml plus the overrides, which drives itself to
@@ -33,7 +33,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from mtan_ros.errors import NodeStartupError, PlayerError
 from mtan_ros.ros.launch_checks import rviz_problem
-from mtan_ros.ros.replay_graph import TRUE_WORDS, ReplayOptions, replay_nodes, ros2_bag_problem
+from mtan_ros.ros.replay.replay_graph import TRUE_WORDS, ReplayOptions, replay_nodes, ros2_bag_problem
 
 PACKAGE = "mtan_ros"
 LOGGER = "replay.launch.py"

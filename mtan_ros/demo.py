@@ -7,7 +7,7 @@
 4. replay through ROS 2: the perception node, the bag player (lockstep: every frame waits for
    its prediction, nothing is dropped) and the evaluator run as separate processes that talk
    over DDS on a domain of their own, with simulated time from the bag. They are the graph of
-   replay.launch.py (mtan_ros.ros.replay_graph), started as `python -m` processes because
+   replay.launch.py (mtan_ros.ros.replay.replay_graph), started as `python -m` processes because
    `launch` is not on PyPI. The player waits until the node is active and the evaluator
    listens; the demo watches only exit codes and the evaluator's progress.json / report.json.
    The processes are always stopped at the end, whatever happens.
@@ -121,7 +121,7 @@ def _fingerprint(args: argparse.Namespace, data: Path, fmt: str) -> dict[str, An
 
 def prepare_checkpoint(out: Path, args: argparse.Namespace, data: Path, fmt: str) -> tuple[Path, str]:
     """(checkpoint path, how it was obtained): given, reused from a previous run, or trained now."""
-    from mtan_ros.inference.checkpoint import CheckpointError, load_checkpoint
+    from mtan_ros.model.checkpoint import CheckpointError, load_checkpoint
 
     if args.checkpoint:
         try:
@@ -256,7 +256,7 @@ def ros_environment(domain_id: int, log_dir: Path) -> dict[str, str]:
 
 def replay_options(out: Path, bag: Path, checkpoint: Path, frames: int) -> Any:
     """The demo's replay: lockstep as fast as the node goes, simulated time from the bag."""
-    from mtan_ros.ros.replay_graph import ReplayOptions
+    from mtan_ros.ros.replay.replay_graph import ReplayOptions
 
     return ReplayOptions(bag=str(bag), model_path=str(checkpoint), namespace=NODE_NAMESPACE, lockstep=True,
                          rate=0.0, use_sim_time=True, output_dir=str(out), frames=frames, idle_timeout=60.0,
@@ -264,7 +264,7 @@ def replay_options(out: Path, bag: Path, checkpoint: Path, frames: int) -> Any:
 
 
 def replay(out: Path, bag: Path, checkpoint: Path, frames: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Node + evaluator + lockstep player over DDS (mtan_ros.ros.replay_graph); returns report.json's content.
+    """Node + evaluator + lockstep player over DDS (mtan_ros.ros.replay.replay_graph); returns report.json's content.
 
     The player itself waits until the node is active and the evaluator listens; here only
     exit codes and the evaluator's files (progress.json, report.json) are watched.
@@ -272,7 +272,7 @@ def replay(out: Path, bag: Path, checkpoint: Path, frames: int, args: argparse.N
     if importlib.util.find_spec("rclpy") is None:
         raise DemoError("the replay needs ROS 2's Python client library (rclpy): source a ROS 2 installation "
                         "or install the wheels with `pip install -e .[ros]`")
-    from mtan_ros.ros.replay_graph import replay_nodes
+    from mtan_ros.ros.replay.replay_graph import replay_nodes
 
     log_dir = out / "logs"
     if log_dir.exists():
@@ -364,7 +364,7 @@ def _minutes(seconds: float) -> str:
 
 def summary_text(out: Path, bag: Path, checkpoint: Path, how: str, report: dict[str, Any], seconds: float,
                  synthetic: bool) -> str:
-    from mtan_ros.bags.replay_eval import format_report
+    from mtan_ros.evaluation.replay import format_report
 
     lines = [format_report(report), ""]
     lines.append(f"done in {_minutes(seconds)}; checkpoint {how}. Results in {out}/:")

@@ -11,7 +11,7 @@ def make_checkpoint(path, *, arch="mtan", width=0.125, input_size=(64, 128), num
 
     from mtan_ros.data.classes import CITYSCAPES_7, CITYSCAPES_19
     from mtan_ros.depth_encoding import DepthEncoding
-    from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+    from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
     from mtan_ros.model import build_model
 
     classes = {7: CITYSCAPES_7, 19: CITYSCAPES_19}[num_classes]

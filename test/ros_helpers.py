@@ -153,7 +153,7 @@ def change_state(session: RosSession, node_fqn: str, transition: str, timeout: f
 class NodeProcess:
     """A node started as a subprocess (python -m MODULE ARGS); killed on exit whatever happens."""
 
-    def __init__(self, session: RosSession, args: list[str], module: str = "mtan_ros.ros.perception_node",
+    def __init__(self, session: RosSession, args: list[str], module: str = "mtan_ros.ros.node.perception_node",
                  namespace: str | None = None, extra_env: dict[str, str | None] | None = None) -> None:
         self.session = session
         self.namespace = session.namespace if namespace is None else namespace
@@ -306,7 +306,7 @@ def camera_info_msg(width: int, height: int, *, fx: float | None = None, stamp: 
 
 def image_to_array(msg: Any) -> np.ndarray:
     """Image message -> array with our converter (handles padding and byte order)."""
-    from mtan_ros.ros.image_messages import image_msg_to_array
+    from mtan_ros.ros.camera.image_messages import image_msg_to_array
 
     return np.array(image_msg_to_array(msg))
 
@@ -319,7 +319,7 @@ class Collector:
     """Subscribes to topics and keeps messages by header stamp, with their receive time."""
 
     def __init__(self, session: RosSession, topics: dict[str, Any], qos: Any = None) -> None:
-        from mtan_ros.ros.qos import image_output_qos_for_subscribers
+        from mtan_ros.ros.camera.qos import image_output_qos_for_subscribers
 
         qos = qos or image_output_qos_for_subscribers()
         self.session = session
@@ -389,7 +389,7 @@ def make_checkpoint_variant(source: str | os.PathLike, out: str | os.PathLike, *
     """A copy of checkpoint `source` with some CheckpointMeta fields replaced (e.g. depth=...)."""
     import dataclasses
 
-    from mtan_ros.inference.checkpoint import load_checkpoint, save_checkpoint
+    from mtan_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(source)
     meta = dataclasses.replace(checkpoint.meta, **meta_changes)

@@ -10,7 +10,7 @@ import torch
 from mtan_ros.errors import ConfigError
 from mtan_ros.inference import Predictor
 from mtan_ros.inference.backends import choose_providers, onnxruntime_precision
-from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.export import main as export_main
 from mtan_ros.model import build_model, set_pooling
 from mtan_ros.model.blocks import IndexPooling, MaskPooling

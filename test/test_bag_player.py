@@ -64,7 +64,7 @@ def _frames_bag(out: Path, dataset, topics: BagTopics, last: tuple[str, ...]) ->
 def _play(ros: RosSession, bag: Path, *extra: str, timeout: float = 60.0) -> tuple[int, str]:
     args = ["--ros-args", "-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "wait_timeout:=0.0",
             "-p", "start_delay:=0.0", *extra]
-    with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+    with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
         code = player.wait_exit(timeout)
         return code, player.output()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtan_ros.inference import benchmark
+from mtan_ros.benchmarks import inference as benchmark
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_checkpoint
 from mtan_ros.depth_encoding import DepthEncoding
-from mtan_ros.inference.checkpoint import (
+from mtan_ros.model.checkpoint import (
     CheckpointError,
     build_model_from_checkpoint,
     load_checkpoint,
@@ -300,7 +300,7 @@ def test_weights_that_do_not_fit_the_declared_model(tmp_path, tiny_checkpoint):
 
 _LOAD_EACH = """
 import sys, time
-from mtan_ros.inference.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from mtan_ros.model.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
 for path in sys.argv[1:]:
     start = time.perf_counter()
     try:
@@ -384,7 +384,7 @@ def test_stale_temporaries_of_the_same_checkpoint_are_removed(tmp_path, tiny_che
 
     def save_and_look(obj, handle, *args, **kwargs):
         # A second save to the same name while this one is being written must not delete its file.
-        from mtan_ros.inference.checkpoint import remove_stale_temporaries
+        from mtan_ros.model.checkpoint import remove_stale_temporaries
 
         assert remove_stale_temporaries(tmp_path / "last.pt") == []
         seen_during_write.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".last.pt."))

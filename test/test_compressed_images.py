@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from mtan_ros.errors import ImageConversionError
-from mtan_ros.ros import compressed
-from mtan_ros.ros.image_limits import DEFAULT_MAX_PIXELS, REFUSAL_KINDS
+from mtan_ros.imaging import compressed
+from mtan_ros.imaging.limits import DEFAULT_MAX_PIXELS, REFUSAL_KINDS
 
 DECODERS = [
     pytest.param("simplejpeg", marks=pytest.mark.skipif(compressed.simplejpeg is None,
@@ -144,7 +144,7 @@ def test_decode_bombs_allocate_nothing(tmp_path):
         import json, pathlib
         import image_corpus
         from mtan_ros.errors import ImageConversionError
-        from mtan_ros.ros.compressed import decode_compressed
+        from mtan_ros.imaging.compressed import decode_compressed
         bombs = [pathlib.Path({str(tmp_path)!r}, name).read_bytes() for name in ("bomb.png", "bomb.jpg")]
         decode_compressed(image_corpus.jpeg_bytes(image_corpus.smooth_rgb(64, 64)))  # load the decoders
         before = image_corpus.memory_kb("VmHWM")
@@ -320,7 +320,7 @@ _FD2_CHILD = textwrap.dedent("""
     import cv2, numpy as np
     import image_corpus as corpus
     from mtan_ros.errors import ImageConversionError
-    from mtan_ros.ros.compressed import decode_compressed
+    from mtan_ros.imaging.compressed import decode_compressed
     jpeg = corpus.jpeg_bytes(corpus.smooth_rgb(120, 160))
     bad = [corpus.random_bytes_in_scan(jpeg, seed) for seed in range(5)] + [corpus.truncated_with_eoi(jpeg)]
     png = corpus.png_bytes(corpus.smooth_rgb(40, 48))
@@ -353,7 +353,7 @@ _FUZZ_CHILD = textwrap.dedent("""
     import numpy as np
     import image_corpus as corpus
     from mtan_ros.errors import ImageConversionError
-    from mtan_ros.ros.compressed import decode_compressed, jpeg_decoder_name
+    from mtan_ros.imaging.compressed import decode_compressed, jpeg_decoder_name
     rng = np.random.default_rng(20260)
     rgb = corpus.smooth_rgb(48, 64)
     seeds = {"jpeg": corpus.jpeg_bytes(rgb), "progressive": corpus.jpeg_bytes(rgb, progressive=True),

@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_checkpoint
 from mtan_ros.errors import ExportError
-from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
+from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from mtan_ros.inference.export import FORMATS, export, main
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def lively_checkpoint(path, **kwargs):
     With the initial statistics a random network's outputs shrink to ~1e-6, which
     would make any tolerance pass; calibrated ones give outputs of ordinary size.
     """
-    from mtan_ros.inference.benchmark import calibrated_random_model, street_images
+    from mtan_ros.benchmarks.inference import calibrated_random_model, street_images
 
     make_checkpoint(path, **kwargs)
     meta = load_checkpoint(path).meta

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mtan_ros.tools import gpu_check
+from mtan_ros.benchmarks import gpu_check
 
 pytestmark = pytest.mark.slow
 

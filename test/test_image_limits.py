@@ -11,10 +11,10 @@ import image_corpus as corpus
 import pytest
 
 from mtan_ros.errors import ImageConversionError
-from mtan_ros.ros import image_limits
-from mtan_ros.ros.image_limits import DEFAULT_MAX_PIXELS, REFUSAL_KINDS, check_frame_size, quote
+from mtan_ros.imaging import limits as image_limits
+from mtan_ros.imaging.limits import DEFAULT_MAX_PIXELS, REFUSAL_KINDS, check_frame_size, quote
 
-ROS_DIR = Path(image_limits.__file__).parent
+PACKAGE_DIR = Path(image_limits.__file__).parents[1]
 
 
 def size_refusal(width: int, height: int, **kw) -> ImageConversionError:
@@ -51,8 +51,9 @@ def test_long_text_is_cut(text):
 def test_every_kind_raised_is_documented():
     """Throttling is per kind: each kind in the converters' source must be one REFUSAL_KINDS explains."""
     used = set()
-    for name in ("image_encodings.py", "image_limits.py", "image_messages.py", "compressed.py"):
-        source = (ROS_DIR / name).read_text()
+    for name in ("imaging/image_encodings.py", "imaging/limits.py", "imaging/compressed.py",
+                 "ros/camera/image_messages.py"):
+        source = (PACKAGE_DIR / name).read_text()
         used |= set(re.findall(r'kind="([a-z0-9_.]+)"', source))
         used |= set(re.findall(r'"((?:encoding|size|layout|compressed|jpeg|png)\.[a-z0-9_]+)"\)?$', source, re.M))
     assert used == set(REFUSAL_KINDS), used ^ set(REFUSAL_KINDS)
@@ -80,8 +81,8 @@ _BURST_CHILD = textwrap.dedent("""
     import numpy as np
     import image_corpus as corpus
     from mtan_ros.errors import ImageConversionError
-    from mtan_ros.ros.compressed import decode_compressed
-    from mtan_ros.ros.image_limits import keep_frame_buffers_mapped, release_freed_memory
+    from mtan_ros.imaging.compressed import decode_compressed
+    from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
     import sys
     if sys.argv[1] == "keep":
         assert keep_frame_buffers_mapped()
@@ -134,7 +135,7 @@ def test_rss_returns_after_a_burst_of_large_decodes_and_refusals(allocator):
 
 _FRAME_CYCLE_CHILD = textwrap.dedent("""
     import array, json, resource, sys, threading
-    from mtan_ros.ros.image_limits import keep_frame_buffers_mapped
+    from mtan_ros.imaging.limits import keep_frame_buffers_mapped
     kept = keep_frame_buffers_mapped() if sys.argv[1] == "keep" else False
     slot = []
 

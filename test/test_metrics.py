@@ -1,11 +1,11 @@
-"""Metrics against hand-computed cases (reference definitions, see mtan_ros.training.metrics)."""
+"""Metrics against hand-computed cases (reference definitions, see mtan_ros.evaluation.metrics)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors, depth_errors, normal_errors
+from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors, depth_errors, normal_errors
 
 
 def test_confusion_matrix_hand_case_with_void_and_out_of_range_targets():
@@ -116,7 +116,7 @@ def test_normal_errors_hand_case():
 
 
 def test_per_image_definition_hand_case_and_difference_from_whole_split():
-    from mtan_ros.training.metrics import PerImageSegmentation
+    from mtan_ros.evaluation.metrics import PerImageSegmentation
 
     # Image 1: classes 0 and 1, all right -> mIoU 1, acc 1.
     # Image 2: gt all 0; prediction half 0, half 2 -> IoU(0) = 2/4, IoU(2) = 0/2, mIoU 0.25, acc 0.5;

@@ -12,8 +12,8 @@ from conftest import make_checkpoint
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.inference import Predictor, resolve_device, resolve_precision
 from mtan_ros.inference import predictor as predictor_module
-from mtan_ros.inference.benchmark import FixedOutputs
-from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
+from mtan_ros.benchmarks.inference import FixedOutputs
+from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.optimize import fold_batchnorm
 from mtan_ros.inference.predictor import depth_to_metres_
 
@@ -298,7 +298,7 @@ def test_reduced_precision_runs_and_stays_close_to_fp32(tiny_checkpoint):
     max-unpooling makes bf16 flip many labels (the benchmark judges precision
     by task metrics on a trained model).
     """
-    from mtan_ros.inference.benchmark import calibrated_random_model, street_images
+    from mtan_ros.benchmarks.inference import calibrated_random_model, street_images
 
     meta = load_checkpoint(tiny_checkpoint).meta
     model = calibrated_random_model(meta, street_images((64, 128), 4, seed=2))

@@ -1,6 +1,6 @@
 """The replay graph, and bag_player and evaluator as real ROS 2 nodes over DDS (subprocesses, isolated domain).
 
-- the graph (mtan_ros.ros.replay_graph, no ROS needed): processes, parameters, waiting signals,
+- the graph (mtan_ros.ros.replay.replay_graph, no ROS needed): processes, parameters, waiting signals,
   and command lines that rclpy reads back as the same typed parameters;
 - free play: the recorded rate (and the `rate` multiplier) within a tolerance, /clock from the
   bag's time, and an evaluator without a perception node that counts every frame as dropped
@@ -32,7 +32,7 @@ from mtan_ros.bags import messages as m
 from mtan_ros.bags.make_bag import BagTopics, write_bag
 from mtan_ros.bags.reader import open_bag, read_all
 from mtan_ros.errors import ConfigError
-from mtan_ros.ros.replay_graph import ReplayOptions, replay_nodes, ros2_bag_problem, ros_value
+from mtan_ros.ros.replay.replay_graph import ReplayOptions, replay_nodes, ros2_bag_problem, ros_value
 
 SIZE = (64, 128)
 BAG_RATE = 5.0
@@ -104,14 +104,14 @@ def test_the_graph_has_three_processes_that_wait_on_each_other_by_state():
 def test_the_graph_and_the_entry_points_import_without_ros():
     """mtan-demo runs where `launch` is not installed; the entry points import before rclpy does."""
     code = ("import sys; sys.modules['rclpy'] = None; sys.modules['launch'] = None\n"
-            "import mtan_ros.ros.replay_graph, mtan_ros.ros.executables, mtan_ros.demo\n"
+            "import mtan_ros.ros.replay.replay_graph, mtan_ros.ros.executables, mtan_ros.demo\n"
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_the_transport_profile_is_decided_by_the_transport_module():
-    from mtan_ros.ros.transport import large_image_env
+    from mtan_ros.ros.camera.transport import large_image_env
 
     options = ReplayOptions(bag="b", model_path="m")
     chosen = large_image_env({})
@@ -178,7 +178,7 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
     # No perception node here: the evaluator listens to the ground truth at once.
     evaluator = NodeProcess(ros, ["--ros-args", "-p", f"output_dir:={out}", "-p", f"bag:={bag}",
                                   "-p", "idle_timeout:=2.0", "-p", "wait_for_predictions:=false"],
-                            module="mtan_ros.ros.evaluator", namespace=base)
+                            module="mtan_ros.ros.replay.evaluator", namespace=base)
     spans = {}
     try:
         for rate in (2.0, 1.0):
@@ -196,7 +196,7 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
             args = ["--ros-args", "-p", f"bag:={bag}", "-p", f"rate:={rate}", "-p", "publish_clock:=true",
                     "-p", "wait_timeout:=60.0", "-p", "start_delay:=1.0",
                     "-p", f"wait_for_subscribers:={wait!r}"]
-            with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+            with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
                 ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to finish")
                 assert player.proc.returncode == 0, player.output()
             # The player starts once the image topic has any subscriber; with the evaluator's already there,
@@ -262,7 +262,7 @@ def test_the_player_plays_only_once_the_node_is_active(ros, bag, topics):
     args = ["--ros-args", "-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "wait_timeout:=120.0",
             "-p", "start_delay:=0.5", "-p", f"wait_for_nodes:=['{managed.fqn}']"]
     try:
-        with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+        with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: _asks_for_state(ros, managed.fqn) and collector.connected(), timeout=60,
                          what="the player to wait for the node")
             ros.spin_for(2.0)
@@ -288,7 +288,7 @@ def test_the_player_fails_when_the_node_never_gets_active(ros, bag, topics):
     args = ["--ros-args", "-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "wait_timeout:=3.0",
             "-p", f"wait_for_nodes:=['{managed.fqn}']"]
     try:
-        with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+        with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to give up")
             assert player.proc.returncode == 1, player.output()
         ros.spin_for(0.5)
@@ -304,7 +304,7 @@ def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
     from sensor_msgs.msg import Image
 
     from mtan_ros.inference import Predictor
-    from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
+    from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
 
     base = topics.image.rsplit("/", 1)[0]
     out = tmp_path / "report"
@@ -380,7 +380,7 @@ def test_the_evaluator_listens_to_the_ground_truth_once_the_predictions_can_reac
     namespace = f"{ros.namespace}/listens"
     args = ["--ros-args", "-p", f"output_dir:={tmp_path / 'report'}", "-p", f"bag:={bag}"]
     publishers = []
-    with NodeProcess(ros, args, module="mtan_ros.ros.evaluator", namespace=namespace):
+    with NodeProcess(ros, args, module="mtan_ros.ros.replay.evaluator", namespace=namespace):
         ros.wait_for(lambda: ros.node.count_subscribers(f"{namespace}/semantic") > 0, 90, "the evaluator to run")
         ros.spin_for(2.0)
         assert ros.node.count_subscribers(f"{namespace}/depth_gt") == 0, "ground truth before any prediction"
@@ -412,7 +412,7 @@ def test_truncated_bag_plays_up_to_the_damage(ros, bag, topics, tmp_path):
     try:
         args = ["--ros-args", "-p", f"bag:={cut}", "-p", "rate:=0.0", "-p", "wait_timeout:=30.0",
                 "-p", "start_delay:=0.5"]
-        with NodeProcess(ros, args, module="mtan_ros.ros.bag_player") as player:
+        with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
             assert player.proc.returncode == 1, player.output()  # damaged: every intact frame, then an error
         ros.wait_for(lambda: len(collector.messages[topics.image]) == intact, timeout=10, what="the intact frames")
@@ -433,7 +433,7 @@ def test_the_evaluator_reports_when_ros_shuts_down_under_it(ros, bag, tmp_path, 
     """The context going away (e.g. launch stopping everything) during construction or spin: still a report."""
     import rclpy
 
-    from mtan_ros.ros import evaluator
+    from mtan_ros.ros.replay import evaluator
 
     def shut_down(*args, **kwargs):
         rclpy.try_shutdown()  # the default context, which main() initialised

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mtan_ros.bags.replay_eval import REPORT_KEYS, ReplayEvaluator, format_report
-from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
+from mtan_ros.evaluation.replay import REPORT_KEYS, ReplayEvaluator, format_report
+from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
 
 C = 7
 SHAPE = (16, 24)
@@ -31,7 +31,7 @@ def _frames(n, seed=0):
 
 
 def _footer_height(ev, width):
-    from mtan_ros.training.plots import mosaic_footer
+    from mtan_ros.evaluation.plots import mosaic_footer
 
     return mosaic_footer(width, (1.0, 100.0), ev.palette, ev.class_names).shape[0]
 
@@ -183,7 +183,7 @@ def test_mosaic_draws_every_depth_panel_on_one_scale():
 
 
 def test_mosaic_has_a_metre_colour_bar_and_a_class_legend(monkeypatch):
-    from mtan_ros.training import plots
+    from mtan_ros.evaluation import plots
 
     written = []
     real_put_text = plots._put_text

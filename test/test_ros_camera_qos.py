@@ -1,6 +1,6 @@
 """Real cameras: a driver with ROS 2 defaults and no Fast DDS profile, started after or before the node.
 
-Each camera is `mtan_ros.ros.synthetic_camera` in its own process, publishing the way
+Each camera is `mtan_ros.ros.replay.synthetic_camera` in its own process, publishing the way
 drivers do (rclpy's default QoS: reliable keep-last 10; or the sensor-data profile:
 best effort) with whatever Fast DDS configuration its environment has — none here,
 unless a test gives it the package's profile. The test process receives the outputs
@@ -20,9 +20,9 @@ pytest.importorskip("torch", reason="needs torch for the Predictor")
 from ros_helpers import DiagnosticsWatch, NodeProcess, RosSession, stamp_key  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from mtan_ros.ros.benchmark_cameras import CameraCounts, sent_stamps  # noqa: E402
-from mtan_ros.ros.qos import image_output_qos_for_subscribers  # noqa: E402
-from mtan_ros.ros.transport import profile_path  # noqa: E402
+from mtan_ros.benchmarks.cameras import CameraCounts, sent_stamps  # noqa: E402
+from mtan_ros.ros.camera.qos import image_output_qos_for_subscribers  # noqa: E402
+from mtan_ros.ros.camera.transport import profile_path  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -76,7 +76,8 @@ def camera(ros, node, width, height, *, reliability="reliable", frames=FRAMES, b
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path())} if profile else NO_PROFILE
     args = ["--ros-args", "-p", f"width:={width}", "-p", f"height:={height}", "-p", f"rate:={RATE}",
             "-p", f"frames:={frames}", "-p", f"reliability:={reliability}", "-p", f"stamp_base:={base}"]
-    return NodeProcess(ros, args, module="mtan_ros.ros.synthetic_camera", namespace=node.namespace, extra_env=env)
+    return NodeProcess(ros, args, module="mtan_ros.ros.replay.synthetic_camera", namespace=node.namespace,
+                       extra_env=env)
 
 
 def run_camera_and_count(ros, node, answers, watch, width, height, base, **options):
@@ -148,7 +149,7 @@ def test_best_effort_camera_with_the_package_profile_at_2048x1024(ros, node, ans
 def test_camera_started_before_the_node(ros, tiny_checkpoint):
     """A default camera already streaming when the node starts (its reader is created after the writer)."""
     namespace, base = ros.namespace + "_before", 7000.0
-    with NodeProcess(ros, ["--ros-args", "-p", f"stamp_base:={base}"], module="mtan_ros.ros.synthetic_camera",
+    with NodeProcess(ros, ["--ros-args", "-p", f"stamp_base:={base}"], module="mtan_ros.ros.replay.synthetic_camera",
                      namespace=namespace, extra_env=NO_PROFILE) as cam:
         late = NodeProcess(ros, ["--ros-args", "-p", f"model_path:={tiny_checkpoint}", *NODE_ARGS],
                            namespace=namespace, extra_env=NO_PROFILE)
@@ -200,8 +201,8 @@ def test_frames_published_past_the_node_count_as_lost_by_their_sequence_numbers(
     import numpy as np
     from ros_helpers import make_image_msg
 
-    from mtan_ros.ros.camera_input import CameraSubscription
-    from mtan_ros.ros.input_monitor import InputMonitor
+    from mtan_ros.ros.camera.camera_input import CameraSubscription
+    from mtan_ros.pipeline.input_monitor import InputMonitor
 
     topic = f"{ros.namespace}/sequence_cam/image_raw"
     monitor = InputMonitor(topic, warn_after_s=2.0)
@@ -237,7 +238,7 @@ def test_frames_published_past_the_node_count_as_lost_by_their_sequence_numbers(
 
 
 def test_profile_is_not_forced_when_the_user_configured_fast_dds():
-    from mtan_ros.ros.transport import large_image_env
+    from mtan_ros.ros.camera.transport import large_image_env
 
     assert large_image_env({"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}) == {}
     assert os.path.isfile(large_image_env({})["FASTDDS_DEFAULT_PROFILES_FILE"])

@@ -14,9 +14,9 @@ pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e
 
 from ros_helpers import make_image_msg  # noqa: E402
 
-from mtan_ros.ros import cv_bridge_check  # noqa: E402
-from mtan_ros.ros import image_messages as im  # noqa: E402
-from mtan_ros.ros.image_encodings import COLOR_ENCODINGS, color_to_rgb, encoding_layout  # noqa: E402
+from mtan_ros.ros.camera import cv_bridge_check  # noqa: E402
+from mtan_ros.ros.camera import image_messages as im  # noqa: E402
+from mtan_ros.imaging.image_encodings import COLOR_ENCODINGS, color_to_rgb, encoding_layout  # noqa: E402
 
 RNG = np.random.default_rng(3)
 

@@ -19,10 +19,10 @@ from ros_helpers import make_image_msg  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from mtan_ros.errors import ImageConversionError  # noqa: E402
-from mtan_ros.ros import image_messages as im  # noqa: E402
-from mtan_ros.ros.compressed import compressed_msg_to_rgb  # noqa: E402
-from mtan_ros.ros.image_encodings import encoding_layout  # noqa: E402
-from mtan_ros.ros.image_limits import REFUSAL_KINDS  # noqa: E402
+from mtan_ros.ros.camera import image_messages as im  # noqa: E402
+from mtan_ros.imaging.compressed import compressed_msg_to_rgb  # noqa: E402
+from mtan_ros.imaging.image_encodings import encoding_layout  # noqa: E402
+from mtan_ros.imaging.limits import REFUSAL_KINDS  # noqa: E402
 
 NO_ROSBAGS_IMAGE = "rosbags-image not installed (pip install rosbags-image)"
 RNG = np.random.default_rng(7)

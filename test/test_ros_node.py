@@ -38,8 +38,8 @@ from ros_helpers import (  # noqa: E402
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 
-from mtan_ros.ros.image_messages import rgb_to_compressed_msg  # noqa: E402
-from mtan_ros.ros.pointcloud import cloud_to_array  # noqa: E402
+from mtan_ros.ros.camera.image_messages import rgb_to_compressed_msg  # noqa: E402
+from mtan_ros.ros.node.pointcloud import cloud_to_array  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

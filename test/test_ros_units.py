@@ -16,24 +16,25 @@ from std_msgs.msg import Header  # noqa: E402
 
 from mtan_ros.errors import ConfigError  # noqa: E402
 from mtan_ros.ros import params as ros_params  # noqa: E402
-from mtan_ros.ros import perception_params, qos  # noqa: E402
-from mtan_ros.ros.diagnostics import (  # noqa: E402
+from mtan_ros.ros.node import perception_params  # noqa: E402
+from mtan_ros.ros.camera import qos  # noqa: E402
+from mtan_ros.ros.node.diagnostics import (  # noqa: E402
     LatencyWindow,
     PipelineStats,
     RateMeter,
     diagnostic_status,
     status_values,
 )
-from mtan_ros.ros.frame_slot import LatestFrameSlot  # noqa: E402
-from mtan_ros.ros.input_monitor import InputMonitor  # noqa: E402
-from mtan_ros.ros.pointcloud import (  # noqa: E402
+from mtan_ros.pipeline.frame_slot import LatestFrameSlot  # noqa: E402
+from mtan_ros.pipeline.input_monitor import InputMonitor  # noqa: E402
+from mtan_ros.ros.node.pointcloud import (  # noqa: E402
     PointCloudBuilder,
     camera_info_problem,
     cloud_to_array,
     intrinsics_for,
     scaled_camera_info,
 )
-from mtan_ros.ros.throttle import Throttle  # noqa: E402
+from mtan_ros.pipeline.throttle import Throttle  # noqa: E402
 
 
 class FakeClock:
@@ -479,7 +480,7 @@ def test_throttle_thread_safety_smoke():
 
 
 def test_large_image_transport_only_when_the_user_chose_none():
-    from mtan_ros.ros.transport import large_image_env
+    from mtan_ros.ros.camera.transport import large_image_env
 
     chosen = large_image_env({})
     assert list(chosen) == ["FASTDDS_DEFAULT_PROFILES_FILE"]
@@ -491,7 +492,7 @@ def test_large_image_transport_only_when_the_user_chose_none():
 def test_shipped_fastdds_profile_keeps_udp_and_enlarges_shared_memory():
     import xml.etree.ElementTree as ET
 
-    from mtan_ros.ros.transport import profile_path
+    from mtan_ros.ros.camera.transport import profile_path
 
     ns = {"dds": "http://www.eprosima.com"}
     root = ET.parse(profile_path()).getroot()
@@ -507,7 +508,7 @@ def test_shipped_fastdds_profile_keeps_udp_and_enlarges_shared_memory():
 
 
 def test_message_pool_reuses_buffers_for_the_last_two_sizes():
-    from mtan_ros.ros.outputs import MessagePool
+    from mtan_ros.ros.node.outputs import MessagePool
 
     pool = MessagePool(sizes_per_output=2)
     first, view = pool.get("depth", Header(frame_id="a"), 4, 6, "32FC1")
@@ -528,7 +529,7 @@ def test_a_frame_is_dropped_only_as_the_other_subscriptions_copy():
     import rclpy
     from sensor_msgs.msg import Image
 
-    from mtan_ros.ros.camera_input import CameraSubscription
+    from mtan_ros.ros.camera.camera_input import CameraSubscription
 
     context = rclpy.Context()
     rclpy.init(context=context)

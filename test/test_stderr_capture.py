@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mtan_ros.ros.stderr_capture import call_claiming_stderr
+from mtan_ros.common.stderr_capture import call_claiming_stderr
 
 CLAIM = re.compile(r"Corrupt JPEG data")
 

@@ -58,7 +58,7 @@ def untrained_val_miou(tree):
 
 
 def test_short_training_learns_and_writes_everything(trained, tree):
-    from mtan_ros.inference.checkpoint import load_checkpoint
+    from mtan_ros.model.checkpoint import load_checkpoint
 
     rows = read_rows(trained / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
@@ -123,7 +123,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tree, tmp_path, weight
         for key in ("train_loss_semantic", "train_loss_depth", "weight_semantic", "weight_depth", "lr",
                     "val_miou", "val_abs_err"):
             assert row_b[key] == pytest.approx(row_a[key], rel=1e-4, abs=1e-7), key
-    from mtan_ros.inference.checkpoint import load_checkpoint
+    from mtan_ros.model.checkpoint import load_checkpoint
 
     last_a, last_b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert last_b.training_state["weighting"]["name"] == weighting
@@ -184,8 +184,8 @@ def test_eval_cli_writes_json_and_samples_matching_training_metrics(trained, tre
     pngs = sorted((tmp_path / "samples").glob("*.png"))
     assert len(pngs) == 2 and [str(p) for p in pngs] == result["samples"]
     picture = cv2.imread(str(pngs[0]))
-    from mtan_ros.inference.checkpoint import load_checkpoint
-    from mtan_ros.training.plots import mosaic_footer
+    from mtan_ros.model.checkpoint import load_checkpoint
+    from mtan_ros.evaluation.plots import mosaic_footer
 
     names = load_checkpoint(trained / "last.pt").meta.class_names
     footer = mosaic_footer(5 * 128 + 4 * 2, (1.0, 50.0), np.zeros((7, 3)), names).shape[0]

@@ -21,7 +21,7 @@ def torchrun() -> str | None:
                     reason="torch.distributed / torchrun not available in this PyTorch")
 def test_two_process_gloo_run_reduces_metrics_exactly(tmp_path):
     from mtan_ros.data import open_dataset, write_preprocessed_tree
-    from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
     from mtan_ros.training.evaluate import evaluate
 
     # Odd split sizes: the two processes get unequal validation shards.

@@ -1,4 +1,4 @@
-"""Rosbags of camera frames with ground truth, and the replay evaluation logic (no ROS needed).
+"""Rosbags of camera frames with ground truth (no ROS needed).
 
 - `make_bag`: `mtan-make-bag`, a dataset split -> rosbag2 (mcap or sqlite3) with
   image, camera_info, depth and label ground truth (see its module doc for the topics);
@@ -6,9 +6,7 @@
   message of a damaged bag, lists what was lost in `Bag.damage` and then raises
   `BagCorruptError`;
 - `messages`: CDR bytes of the messages, built and parsed with the rosbags type store,
-  and the default topic names shared by the player, the evaluator and the launch file;
-- `replay_eval`: `ReplayEvaluator`, pairing predictions with ground truth by stamp and
-  computing accuracy (the training metric code) and latency, for the `evaluator` node.
+  and the default topic names shared by the player, the evaluator and the launch file.
 
 Nothing here imports rclpy; the ROS nodes live in `mtan_ros.ros`.
 """

@@ -40,9 +40,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 
-from . import messages as m
-from ..cli import run_command
-from ..errors import MakeBagError  # noqa: F401 (re-exported)
+from mtan_ros.bags import messages as m
+from mtan_ros.common.cli import run_command
+from mtan_ros.errors import MakeBagError  # noqa: F401 (re-exported)
 
 STORAGES = ("mcap", "sqlite3")
 FORMATS = ("auto", "npy", "raw", "synthetic")

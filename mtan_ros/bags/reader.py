@@ -333,7 +333,7 @@ def _decoded(msg: BagMessage, compressed: bool, check: bool) -> tuple[Optional[B
             return None, f"holds a compressed message that {why}"
         msg = BagMessage(msg.topic, msg.msgtype, msg.log_time_ns, data)
     if check:
-        from .messages import cdr_problem
+        from mtan_ros.bags.messages import cdr_problem
 
         problem = cdr_problem(msg.data, msg.msgtype)
         if problem is not None:

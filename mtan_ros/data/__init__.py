@@ -53,7 +53,7 @@ def __getattr__(name: str) -> Any:
 
 def detect_format(root, split: str = "train") -> str:
     """'raw' for a Cityscapes tree (leftImg8bit/), 'npy' for the preprocessed release (<split>/image/)."""
-    from .errors import DataError
+    from mtan_ros.data.errors import DataError
 
     root = Path(root)
     if not root.is_dir():
@@ -90,16 +90,16 @@ def open_dataset(root, split: str = "train", format: str = "auto", augment: bool
         raise ValueError(f"depth_scale applies to the preprocessed (npy) format's inverse depth; the {format} "
                          "format is in metres already")
     if format == "npy":
-        from .preprocessed import PreprocessedCityscapes
+        from mtan_ros.data.preprocessed import PreprocessedCityscapes
 
         return PreprocessedCityscapes(root, split=split, num_classes=num_classes, depth_scale=depth_scale,
                                       size=size, augment=augment, **kw)
     if format == "raw":
-        from .raw import RawCityscapes
+        from mtan_ros.data.raw import RawCityscapes
 
         return RawCityscapes(root, split=split, num_classes=7 if num_classes is None else num_classes,
                              size=(128, 256) if size is None else size, augment=augment, **kw)
-    from .synthetic_dataset import SyntheticDataset
+    from mtan_ros.data.synthetic_dataset import SyntheticDataset
 
     if "length" not in kw:
         raise ValueError("format='synthetic' needs length=<number of scenes>")

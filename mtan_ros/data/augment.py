@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..depth_encoding import METRIC, DepthEncoding
+from mtan_ros.depth_encoding import METRIC, DepthEncoding
 
 Rng = Union[np.random.Generator, torch.Generator]
 DEFAULT_SCALES = (1.0, 1.2, 1.5)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..depth_encoding import DepthEncoding
-from .camera import DEFAULT as DEFAULT_CAMERA
-from .camera import CityscapesCamera
-from .classes import ClassSet
+from mtan_ros.depth_encoding import DepthEncoding
+from mtan_ros.data.camera import DEFAULT as DEFAULT_CAMERA
+from mtan_ros.data.camera import CityscapesCamera
+from mtan_ros.data.classes import ClassSet
 
 DEFAULT_SIZE = (128, 256)  # the MTAN paper's Cityscapes resolution (H, W)
 
@@ -108,7 +108,7 @@ class StreetDataset(Dataset):
             "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)[None]),
         }
         if self.augment:
-            from .augment import augment_sample
+            from mtan_ros.data.augment import augment_sample
 
             item = augment_sample(item, self.augmentation_rng(index), self.depth_encoding,
                                   scales=self.augment_scales, flip_probability=self.flip_probability)

@@ -24,11 +24,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..depth_encoding import CITYSCAPES_INVERSE, DepthEncoding
-from .base import StreetDataset, check_size
-from .classes import class_set
-from .errors import DataError
-from .resize import resize_depth, resize_image, resize_labels
+from mtan_ros.depth_encoding import CITYSCAPES_INVERSE, DepthEncoding
+from mtan_ros.data.base import StreetDataset, check_size
+from mtan_ros.data.classes import class_set
+from mtan_ros.data.errors import DataError
+from mtan_ros.data.resize import resize_depth, resize_image, resize_labels
 
 LABEL_DIRS = {7: "label_7", 19: "label_19", 2: "label_2"}
 _DETECT_SAMPLES = 16

@@ -20,12 +20,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..depth_encoding import METRIC
-from .base import StreetDataset, check_size
-from .camera import CityscapesCamera
-from .classes import class_set, label_id_to_category_7, label_id_to_train_id
-from .errors import DataError
-from .resize import DEPTH_RESIZE_MODES, resize_depth, resize_image, resize_labels
+from mtan_ros.depth_encoding import METRIC
+from mtan_ros.data.base import StreetDataset, check_size
+from mtan_ros.data.camera import CityscapesCamera
+from mtan_ros.data.classes import class_set, label_id_to_category_7, label_id_to_train_id
+from mtan_ros.data.errors import DataError
+from mtan_ros.data.resize import DEPTH_RESIZE_MODES, resize_depth, resize_image, resize_labels
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 KINDS = {

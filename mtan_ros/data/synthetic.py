@@ -39,8 +39,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .camera import DEFAULT as DEFAULT_CAMERA
-from .camera import CityscapesCamera
+from mtan_ros.data.camera import DEFAULT as DEFAULT_CAMERA
+from mtan_ros.data.camera import CityscapesCamera
 
 # Cityscapes train ids (fixed by the benchmark; checked against cityscapesscripts in the tests).
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)

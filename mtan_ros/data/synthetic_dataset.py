@@ -10,11 +10,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..depth_encoding import METRIC
-from .base import DEFAULT_SIZE, StreetDataset, check_size
-from .camera import CityscapesCamera
-from .classes import class_set, train_id_to_category_7
-from .synthetic import SyntheticScene, generate_scene, scene_rng
+from mtan_ros.depth_encoding import METRIC
+from mtan_ros.data.base import DEFAULT_SIZE, StreetDataset, check_size
+from mtan_ros.data.camera import CityscapesCamera
+from mtan_ros.data.classes import class_set, train_id_to_category_7
+from mtan_ros.data.synthetic import SyntheticScene, generate_scene, scene_rng
 
 
 def scene_labels(scene: SyntheticScene, num_classes: int) -> np.ndarray:

@@ -20,9 +20,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..depth_encoding import CITYSCAPES_INVERSE
-from .base import check_size
-from .synthetic import SyntheticScene, generate_scene, scene_rng
+from mtan_ros.depth_encoding import CITYSCAPES_INVERSE
+from mtan_ros.data.base import check_size
+from mtan_ros.data.synthetic import SyntheticScene, generate_scene, scene_rng
 
 MARKER = "synthetic.json"
 CITIES = {"train": "synthtown", "val": "synthville", "test": "synthburg"}
@@ -78,7 +78,7 @@ def _splits(n_train: int, n_val: int):
 
 def scene_class_ids(scene: SyntheticScene, num_classes: int) -> np.ndarray:
     """Scene labels as float32 class ids of the 7- or 19-class set, -1 = void (release format)."""
-    from .synthetic_dataset import scene_labels
+    from mtan_ros.data.synthetic_dataset import scene_labels
 
     return scene_labels(scene, num_classes).astype(np.float32)
 
@@ -155,7 +155,7 @@ def write_raw_tree(out, n_train: int, n_val: int, size: Sequence[int] = (128, 25
     """
     import cv2
 
-    from .classes import train_id_to_label_id
+    from mtan_ros.data.classes import train_id_to_label_id
 
     height, width = check_size(size)
     out = Path(out)

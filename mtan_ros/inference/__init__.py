@@ -1,5 +1,5 @@
 """Checkpoint loading and the ROS-free Predictor."""
-from mtan_ros.inference.checkpoint import (
+from mtan_ros.model.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointMeta,

@@ -23,9 +23,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from mtan_ros.cli import run_command
+from mtan_ros.common.cli import run_command
 from mtan_ros.errors import ExportError
-from mtan_ros.inference.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
+from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.optimize import fold_batchnorm
 
 FORMATS = ("pt2", "onnx")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.inference.backends import BACKENDS, DTYPES, OnnxRuntimeBackend, TorchBackend
-from mtan_ros.inference.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
+from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.export import inference_model
 
 LOG = logging.getLogger("mtan_ros.inference")
@@ -101,7 +101,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     """`auto`: fp16 on CUDA; on CPUs bf16 where there is AMX, else fp32.
 
     Reduced precision was judged by the task metrics against fp32 (see
-    `python -m mtan_ros.inference.benchmark`): on trained models it moves mIoU
+    `python -m mtan_ros.benchmarks.inference`): on trained models it moves mIoU
     by hundredths of a point and depth error by about 1e-4, while label
     agreement alone looks worse than it is (flips happen at near-ties).
     """

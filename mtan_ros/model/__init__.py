@@ -5,11 +5,11 @@ N x 3 x H x W batch (H, W multiples of INPUT_MULTIPLE) to a dict of per-task
 outputs.
 """
 
-from .baselines import SegNetSingle, SegNetSplit
-from .blocks import INPUT_MULTIPLE, POOLINGS, set_pooling
-from .factory import ARCHITECTURES, build_model
-from .official import load_official_state_dict
-from .segnet_mtan import SegNetMTAN
+from mtan_ros.model.baselines import SegNetSingle, SegNetSplit
+from mtan_ros.model.blocks import INPUT_MULTIPLE, POOLINGS, set_pooling
+from mtan_ros.model.factory import ARCHITECTURES, build_model
+from mtan_ros.model.official import load_official_state_dict
+from mtan_ros.model.segnet_mtan import SegNetMTAN
 
 __all__ = [
     "ARCHITECTURES",

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .blocks import SEGNET_CONVS, SegNetBackbone, TaskHead, init_weights, scaled_channels
-from .tasks import check_input, finish_output, validate_tasks
+from mtan_ros.model.blocks import SEGNET_CONVS, SegNetBackbone, TaskHead, init_weights, scaled_channels
+from mtan_ros.model.tasks import check_input, finish_output, validate_tasks
 
 
 class SegNetSplit(nn.Module):

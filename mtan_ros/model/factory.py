@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .baselines import SegNetSingle, SegNetSplit
-from .segnet_mtan import SegNetMTAN
+from mtan_ros.model.baselines import SegNetSingle, SegNetSplit
+from mtan_ros.model.segnet_mtan import SegNetMTAN
 
 _CLASSES: dict[str, type[nn.Module]] = {
     "mtan": SegNetMTAN,

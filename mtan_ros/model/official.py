@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import AttentionMask, ConvBNReLU, ConvStage, TaskHead
-from .segnet_mtan import SegNetMTAN
+from mtan_ros.model.blocks import AttentionMask, ConvBNReLU, ConvStage, TaskHead
+from mtan_ros.model.segnet_mtan import SegNetMTAN
 
 # Task order of the reference: pred_task1 / attention index 0 is semantic, and so on.
 REFERENCE_TASK_ORDER: tuple[str, ...] = ("semantic", "depth", "normal")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import (
+from mtan_ros.model.blocks import (
     SEGNET_CONVS,
     AttentionMask,
     ConvBNReLU,
@@ -26,7 +26,7 @@ from .blocks import (
     init_weights,
     scaled_channels,
 )
-from .tasks import check_input, finish_output, validate_tasks
+from mtan_ros.model.tasks import check_input, finish_output, validate_tasks
 
 
 class SegNetMTAN(nn.Module):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from .blocks import INPUT_MULTIPLE
+from mtan_ros.model.blocks import INPUT_MULTIPLE
 
 # Channel counts that a task name implies; other names take any positive count.
 FIXED_CHANNELS: dict[str, int] = {"depth": 1, "normal": 3}

@@ -34,9 +34,9 @@ from typing import Any, Callable, Optional
 
 # Entry name -> module whose main(argv=None) -> int runs it.
 ENTRIES = {
-    "perception_node": "mtan_ros.ros.perception_node",
-    "bag_player": "mtan_ros.ros.bag_player",
-    "evaluator": "mtan_ros.ros.evaluator",
+    "perception_node": "mtan_ros.ros.node.perception_node",
+    "bag_player": "mtan_ros.ros.replay.bag_player",
+    "evaluator": "mtan_ros.ros.replay.evaluator",
 }
 # Modules a node imports lazily (its model runtime) that are imported here too, while signals are
 # only recorded: a KeyboardInterrupt raised inside torch's import (in a callback from C++) would

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mtan_ros.cli import run_command
+from mtan_ros.common.cli import run_command
 from mtan_ros.errors import ConfigError
 
 __all__ = ["RUNS", "main"]
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(argv: list[str]) -> None:
-    from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 
-    from .config import parse_train_args
-    from .report import format_table, write_json
-    from .trainer import TrainingError, train
+    from mtan_ros.training.config import parse_train_args
+    from mtan_ros.evaluation.report import format_table, write_json
+    from mtan_ros.training.trainer import TrainingError, train
 
     only = None
     if "--runs" in argv:

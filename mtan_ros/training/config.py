@@ -20,10 +20,10 @@ from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
 from mtan_ros.data import FORMATS as _DATA_FORMATS
 from mtan_ros.model import ARCHITECTURES
 
-from .class_balance import CLASS_WEIGHTS
-from .losses import LOSSES
-from .schedule import SCHEDULES
-from .weighting import WEIGHTINGS as _WEIGHTING_CLASSES
+from mtan_ros.training.class_balance import CLASS_WEIGHTS
+from mtan_ros.training.losses import LOSSES
+from mtan_ros.training.schedule import SCHEDULES
+from mtan_ros.training.weighting import WEIGHTINGS as _WEIGHTING_CLASSES
 
 __all__ = ["TrainConfig", "ConfigError", "build_parser", "parse_train_args", "load_yaml", "save_config",
            "config_from_dict", "CONFIG_NAME"]

@@ -9,11 +9,11 @@ import torch
 
 from mtan_ros.errors import TrainingError
 
-from .distributed import DistContext
-from .evaluate import autocast_context, evaluate, to_device
-from .losses import task_losses
-from .metrics import ConfusionMatrix, DepthErrors
-from .run import Parts
+from mtan_ros.training.distributed import DistContext
+from mtan_ros.training.evaluate import autocast_context, evaluate, to_device
+from mtan_ros.training.losses import task_losses
+from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
+from mtan_ros.training.run import Parts
 
 __all__ = ["EpochResult", "train_epoch", "validate"]
 

@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtan_ros.cli import run_command
+from mtan_ros.common.cli import run_command
 from mtan_ros.errors import ConfigError, EvalError  # noqa: F401 (EvalError re-exported)
 
 __all__ = ["main", "run_eval", "EvalError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import FORMATS
+    from mtan_ros.training.config import FORMATS
 
     p = argparse.ArgumentParser(prog="mtan-eval", description=__doc__.split("\n\n")[0].strip())
     p.add_argument("--checkpoint", required=True, metavar="CK", help="checkpoint file (best.pt or last.pt)")
@@ -74,12 +74,12 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
     import torch
 
     from mtan_ros.data import open_dataset
-    from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 
-    from .distributed import resolve_device
-    from .evaluate import convert_depth, evaluate, predict
-    from .plots import mosaic_picture, write_png
-    from .report import depth_units, format_per_class, format_table, write_json
+    from mtan_ros.training.distributed import resolve_device
+    from mtan_ros.training.evaluate import convert_depth, evaluate, predict
+    from mtan_ros.evaluation.plots import mosaic_picture, write_png
+    from mtan_ros.evaluation.report import depth_units, format_per_class, format_table, write_json
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-from .losses import task_losses
-from .metrics import ConfusionMatrix, DepthErrors, PerImageSegmentation
+from mtan_ros.training.losses import task_losses
+from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors, PerImageSegmentation
 
 __all__ = ["EvalResult", "evaluate", "autocast_context", "to_device", "predict", "convert_depth"]
 

@@ -18,13 +18,13 @@ from typing import Any, Callable
 import torch
 
 from mtan_ros.errors import TrainingError
-from mtan_ros.inference.checkpoint import check_input_size
+from mtan_ros.model.checkpoint import check_input_size
 
-from .config import CONFIG_NAME, TrainConfig
-from .distributed import DistContext, ShardSampler, epoch_seed
-from .rng import seed_worker, set_rng_state
-from .schedule import LearningRateSchedule
-from .weighting import Weighting, build_weighting, load_weighting_state, shared_parameters
+from mtan_ros.training.config import CONFIG_NAME, TrainConfig
+from mtan_ros.training.distributed import DistContext, ShardSampler, epoch_seed
+from mtan_ros.training.rng import seed_worker, set_rng_state
+from mtan_ros.training.schedule import LearningRateSchedule
+from mtan_ros.training.weighting import Weighting, build_weighting, load_weighting_state, shared_parameters
 
 __all__ = ["RunData", "Loaders", "Parts", "Progress", "LAST", "BEST", "open_data", "make_loaders", "build_parts",
            "resolve_best_metric", "model_spec", "prepare_output", "build_schedule", "semantic_class_weights"]
@@ -188,7 +188,7 @@ def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps
 
 def semantic_class_weights(cfg: TrainConfig, data: RunData) -> torch.Tensor | None:
     """The semantic loss's class weights as configured (None for unweighted), counted on the training split."""
-    from .class_balance import class_frequencies, median_frequency_weights
+    from mtan_ros.training.class_balance import class_frequencies, median_frequency_weights
 
     if cfg.class_weights == "none" or "semantic" not in data.tasks:
         return None
@@ -201,7 +201,7 @@ def semantic_class_weights(cfg: TrainConfig, data: RunData) -> torch.Tensor | No
 
 def model_spec(cfg: TrainConfig, tasks: dict[str, int]):
     """The architecture record that checkpoints carry."""
-    from mtan_ros.inference.checkpoint import ModelSpec
+    from mtan_ros.model.checkpoint import ModelSpec
 
     return ModelSpec(arch=cfg.arch, tasks=dict(tasks), width=float(cfg.width))
 
@@ -223,7 +223,7 @@ class Progress:
 def prepare_output(cfg: TrainConfig, data: RunData, parts: Parts, ctx: DistContext,
                    log: Callable[[str], None]) -> Progress:
     """Refuse to overwrite a run by accident; with --resume load last.pt into `parts` and return its progress."""
-    from mtan_ros.inference.checkpoint import load_checkpoint
+    from mtan_ros.model.checkpoint import load_checkpoint
 
     out = Path(cfg.out)
     last = out / LAST

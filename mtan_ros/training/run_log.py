@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import CONFIG_NAME, TrainConfig, save_config
-from .distributed import DistContext
-from .report import build_report, depth_units, format_table, write_json
-from .run import BEST, LAST, RunData
+from mtan_ros.training.config import CONFIG_NAME, TrainConfig, save_config
+from mtan_ros.training.distributed import DistContext
+from mtan_ros.evaluation.report import build_report, depth_units, format_table, write_json
+from mtan_ros.training.run import BEST, LAST, RunData
 
 __all__ = ["RunLog"]
 
@@ -47,7 +47,7 @@ class RunLog:
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / CONFIG_NAME)
         if cfg.tensorboard:
-            from .logs import TensorBoardLog
+            from mtan_ros.training.logs import TensorBoardLog
 
             self.tb = TensorBoardLog(self.out / "tensorboard", purge_step=start_epoch + 1)
         tasks = ", ".join(f"{t}[{n}]" for t, n in data.tasks.items())
@@ -61,8 +61,8 @@ class RunLog:
         """metrics.csv, TensorBoard scalars, curves.png and the console line for the newest row."""
         if not self.enabled:
             return
-        from .logs import write_csv
-        from .plots import plot_curves
+        from mtan_ros.training.logs import write_csv
+        from mtan_ros.evaluation.plots import plot_curves
 
         row = rows[-1]
         write_csv(rows, self.out / "metrics.csv")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from mtan_ros.cli import run_command
+from mtan_ros.common.cli import run_command
 
 __all__ = ["main"]
 
@@ -16,7 +16,7 @@ PROG = "mtan-train"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import parse_train_args
+    from mtan_ros.training.config import parse_train_args
 
     parsed = []
     code = run_command(PROG, lambda: parsed.append(parse_train_args(argv)))
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parsed[0]
 
     def body() -> None:
-        from .trainer import train
+        from mtan_ros.training.trainer import train
 
         train(config)
 

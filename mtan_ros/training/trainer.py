@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import TrainingError  # noqa: F401 (re-exported)
-from .checkpoints import save_checkpoints
-from .class_balance import describe_weights
-from .config import TrainConfig
-from .distributed import DistContext, epoch_seed, setup_distributed
-from .epoch import train_epoch, validate
-from .report import best_score
-from .rng import seed_everything
-from .run import BEST, LAST, Loaders, Parts, Progress, RunData, build_parts, make_loaders, open_data, \
+from mtan_ros.errors import TrainingError  # noqa: F401 (re-exported)
+from mtan_ros.training.checkpoints import save_checkpoints
+from mtan_ros.training.class_balance import describe_weights
+from mtan_ros.training.config import TrainConfig
+from mtan_ros.training.distributed import DistContext, epoch_seed, setup_distributed
+from mtan_ros.training.epoch import train_epoch, validate
+from mtan_ros.evaluation.report import best_score
+from mtan_ros.training.rng import seed_everything
+from mtan_ros.training.run import BEST, LAST, Loaders, Parts, Progress, RunData, build_parts, make_loaders, open_data, \
     prepare_output, semantic_class_weights
-from .run_log import RunLog
+from mtan_ros.training.run_log import RunLog
 
 __all__ = ["train", "TrainResult", "TrainingError"]
 

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 
 from mtan_ros.errors import ConfigError
 from mtan_ros.ros import share
-from mtan_ros.ros.transport import large_image_env
+from mtan_ros.ros.camera.transport import large_image_env
 
 PLAYERS = ("python", "ros2bag")
 PERCEPTION_NODE = "perception_node"
@@ -208,7 +208,7 @@ def replay_nodes(options: ReplayOptions, environ: Optional[Mapping[str, str]] = 
     """The perception node, the evaluator and the player, in start order.
 
     `environ` is the environment the processes will get (default os.environ); it decides
-    whether the package's Fast DDS profile is added (mtan_ros.ros.transport).
+    whether the package's Fast DDS profile is added (mtan_ros.ros.camera.transport).
     """
     env = large_image_env(os.environ if environ is None else environ)
     namespace = options.node_namespace
@@ -222,11 +222,11 @@ def replay_nodes(options: ReplayOptions, environ: Optional[Mapping[str, str]] = 
         perception_parameters["compressed_input"] = options.compressed
     perception = NodeSpec(
         role="perception", label="perception node", name=PERCEPTION_NODE, namespace=namespace,
-        executable="perception_node", module="mtan_ros.ros.perception_node", lifecycle=True,
+        executable="perception_node", module="mtan_ros.ros.node.perception_node", lifecycle=True,
         params_files=(options.params_file or _perception_defaults(),), parameters=perception_parameters, env=env)
     evaluator = NodeSpec(
         role="evaluator", label="evaluator", name="evaluator", namespace=namespace, executable="evaluator",
-        module="mtan_ros.ros.evaluator", env=env, stop_timeout=30.0,
+        module="mtan_ros.ros.replay.evaluator", env=env, stop_timeout=30.0,
         parameters={"output_dir": options.output_dir, "bag": options.bag, "model_path": options.model_path,
                     "frames": options.frames, "idle_timeout": options.idle_timeout,
                     "use_sim_time": options.use_sim_time})
@@ -256,7 +256,7 @@ def _player(options: ReplayOptions, env: dict[str, str], perception_fqn: str) ->
     listeners = [image, options.topic("depth_gt"), options.topic("semantic_gt"), options.topic("semantic")]
     return NodeSpec(
         role="player", label="bag player", name="bag_player", executable="bag_player",
-        module="mtan_ros.ros.bag_player", env=env,
+        module="mtan_ros.ros.replay.bag_player", env=env,
         parameters={"bag": options.bag, "rate": options.rate, "lockstep": options.lockstep,
                     "lockstep_topic": options.topic("depth"), "lockstep_timeout": options.lockstep_timeout,
                     "publish_clock": options.use_sim_time, "wait_for_nodes": [perception_fqn],

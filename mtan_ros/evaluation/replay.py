@@ -5,7 +5,7 @@ received them; everything else (pairing by stamp, metrics, latency, drops,
 report.json, mosaic.png, the printed table) is plain Python so that it can be
 unit-tested without rclpy and reused offline.
 
-Metrics are the training code's own (`mtan_ros.training.metrics`): one
+Metrics are the training code's own (`mtan_ros.evaluation.metrics`): one
 confusion matrix over every labelled pixel of the run (mIoU, pixel accuracy)
 and depth absolute / relative error summed over every pixel with ground
 truth. Depth is compared in metres (what the node publishes); pixels with
@@ -59,7 +59,7 @@ class ReplayEvaluator:
     def __init__(self, num_classes: int, class_names: Optional[Sequence[str]] = None,
                  palette: Optional[Any] = None, mosaic_frames: int = 4, expected_frames: int = 0,
                  max_pending: int = 300):
-        from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
+        from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
 
         self.num_classes = int(num_classes)
         if class_names is None:
@@ -270,7 +270,7 @@ class ReplayEvaluator:
         """Rows of input | labels | true labels | depth | true depth in frame order, then a depth colour
         bar in metres and the class legend. Every depth panel uses one colour scale: the robust range
         (2nd-98th percentile) of the drawn frames' ground truth."""
-        from mtan_ros.training.plots import mosaic_picture
+        from mtan_ros.evaluation.plots import mosaic_picture
 
         if not self.mosaic_rows:
             return None
@@ -279,8 +279,8 @@ class ReplayEvaluator:
 
     def write(self, out_dir: "str | os.PathLike[str]", info: Optional[dict[str, Any]] = None) -> dict[str, Path]:
         """Write report.json (and mosaic.png when there are frames to draw); returns their paths."""
-        from mtan_ros.training.plots import write_png
-        from mtan_ros.training.report import write_json
+        from mtan_ros.evaluation.plots import write_png
+        from mtan_ros.evaluation.report import write_json
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

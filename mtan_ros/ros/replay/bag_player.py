@@ -53,7 +53,7 @@ from mtan_ros.errors import ConfigError, PlayerError  # noqa: F401 (PlayerError 
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, Damage, open_bag
 from mtan_ros.ros.lifecycle_client import ACTIVE, LifecycleWatcher
-from mtan_ros.ros import qos
+from mtan_ros.ros.camera import qos
 from mtan_ros.ros.node_main import run_node
 from mtan_ros.ros.params import ParamSpec, declare_parameters
 

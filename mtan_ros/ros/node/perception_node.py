@@ -2,7 +2,7 @@
 
 Run it with `ros2 launch mtan_ros perception.launch.py model_path:=...`, or
 `ros2 run mtan_ros perception_node --ros-args -p model_path:=...`, or
-`python -m mtan_ros.ros.perception_node --ros-args -p model_path:=...`.
+`python -m mtan_ros.ros.node.perception_node --ros-args -p model_path:=...`.
 
 A managed (lifecycle) node: configure reads the parameters and loads the model (with
 one warm-up inference), activate subscribes to the camera and starts publishing,
@@ -48,20 +48,21 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError, NodeStartupError
-from mtan_ros.ros import qos, transport
-from mtan_ros.ros.camera_input import CameraSubscription
-from mtan_ros.ros.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
-from mtan_ros.ros.cv_bridge_check import bridge_status
-from mtan_ros.ros.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
-from mtan_ros.ros.frame_slot import LatestFrameSlot
-from mtan_ros.ros.image_limits import keep_frame_buffers_mapped, release_freed_memory
-from mtan_ros.ros.image_messages import image_msg_to_rgb
-from mtan_ros.ros.input_monitor import InputMonitor
-from mtan_ros.ros.outputs import MessagePool, OutputPublishers
+from mtan_ros.ros.camera import qos
+from mtan_ros.ros.camera import transport
+from mtan_ros.ros.camera.camera_input import CameraSubscription
+from mtan_ros.imaging.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
+from mtan_ros.ros.camera.cv_bridge_check import bridge_status
+from mtan_ros.ros.node.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
+from mtan_ros.pipeline.frame_slot import LatestFrameSlot
+from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
+from mtan_ros.ros.camera.image_messages import image_msg_to_rgb
+from mtan_ros.pipeline.input_monitor import InputMonitor
+from mtan_ros.ros.node.outputs import MessagePool, OutputPublishers
 from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
-from mtan_ros.ros.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
-from mtan_ros.ros.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
-from mtan_ros.ros.throttle import Throttle
+from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
+from mtan_ros.ros.node.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
+from mtan_ros.pipeline.throttle import Throttle
 
 # End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)

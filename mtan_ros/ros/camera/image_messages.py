@@ -24,9 +24,9 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
 from mtan_ros.errors import ImageConversionError
-from mtan_ros.ros.cv_bridge_check import bridge_status, get_bridge
-from mtan_ros.ros.image_encodings import check_camera_encoding, color_to_rgb, encoding_layout
-from mtan_ros.ros.image_limits import DEFAULT_MAX_PIXELS, check_frame_size
+from mtan_ros.ros.camera.cv_bridge_check import bridge_status, get_bridge
+from mtan_ros.imaging.image_encodings import check_camera_encoding, color_to_rgb, encoding_layout
+from mtan_ros.imaging.limits import DEFAULT_MAX_PIXELS, check_frame_size
 
 BACKENDS = ("auto", "numpy", "cv_bridge")
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from mtan_ros.errors import ImageConversionError
-from mtan_ros.ros.image_limits import quote
+from mtan_ros.imaging.limits import quote
 
 # Encodings the network accepts as camera input (converted to RGB).
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")

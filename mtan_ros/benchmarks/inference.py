@@ -1,6 +1,6 @@
 """Predictor speed and accuracy per precision and backend, against fp32 eager, measured in one run.
 
-    python -m mtan_ros.inference.benchmark [--checkpoint best.pt] [--data DIR] [--images 32]
+    python -m mtan_ros.benchmarks.inference [--checkpoint best.pt] [--data DIR] [--images 32]
         [--precisions fp32,bf16] [--backends torch,onnxruntime] [--compile] [--camera 1024x2048]
 
 Reduced precision and other backends are judged by what they do to the task
@@ -33,10 +33,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtan_ros.cli import run_command
+from mtan_ros.common.cli import run_command
 from mtan_ros.errors import ConfigError
 from mtan_ros.inference.backends import BACKENDS, onnxruntime_providers
-from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
+from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.predictor import Predictor, cpu_has_amx_bf16, resolve_device
 
 RANDOM_WEIGHTS_NOTE = ("RANDOM WEIGHTS (no --checkpoint): latency holds, but label agreement and metric deltas "
@@ -141,7 +141,7 @@ class Scores:
 
 def score(predictor: Predictor, samples: list[Sample]) -> Scores:
     """Whole-split mIoU and depth absolute error, in the model's units and in metres, as mtan-eval defines them."""
-    from mtan_ros.training.metrics import ConfusionMatrix, DepthErrors
+    from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
 
     confusion, depth, depth_m = ConfusionMatrix(predictor.num_classes), DepthErrors(), DepthErrors()
     encoding = predictor.meta.depth
@@ -300,7 +300,7 @@ def machine_line(device: torch.device) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mtan_ros.inference.benchmark",
+    parser = argparse.ArgumentParser(prog="python -m mtan_ros.benchmarks.inference",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a trained checkpoint (default: random weights; see above)")
     parser.add_argument("--data", help="dataset folder whose val split to score on (default: synthetic scenes)")

@@ -14,8 +14,8 @@ from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from mtan_ros.ros import qos
-from mtan_ros.ros.image_messages import new_image_msg
+from mtan_ros.ros.camera import qos
+from mtan_ros.ros.camera.image_messages import new_image_msg
 
 # name -> (message type, parameter that switches it on)
 OUTPUTS: dict[str, tuple[Any, str]] = {

@@ -22,8 +22,8 @@ from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 
 from mtan_ros.errors import ConfigError
-from mtan_ros.ros import qos
-from mtan_ros.ros.input_monitor import InputMonitor
+from mtan_ros.ros.camera import qos
+from mtan_ros.pipeline.input_monitor import InputMonitor
 
 OVERRIDE_VALUES = ("auto", "reliable", "best_effort", "best_available")
 # A replaced subscription is kept until its successor is matched, at most this long.

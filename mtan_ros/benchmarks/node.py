@@ -1,6 +1,6 @@
 """What a camera costs the perception node beyond the model, against the bare transport floor, in one run.
 
-    python -m mtan_ros.ros.benchmark_node [--sizes 480x640,1024x2048] [--output-resolution camera,model]
+    python -m mtan_ros.benchmarks.node [--sizes 480x640,1024x2048] [--output-resolution camera,model]
         [--checkpoint best.pt] [--device cpu|cuda] [--frames 20] [--threads 0] [--json results.json]
 
 Three processes talk over DDS, all on the package's Fast DDS shared-memory profile
@@ -49,8 +49,8 @@ def echo_main(argv: Optional[list[str]] = None) -> int:
     from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
 
-    from mtan_ros.ros import qos
-    from mtan_ros.ros.image_messages import new_image_msg
+    from mtan_ros.ros.camera import qos
+    from mtan_ros.ros.camera.image_messages import new_image_msg
 
     rclpy.init(args=argv)
     node = rclpy.create_node(ECHO_NODE)
@@ -82,7 +82,7 @@ def echo_main(argv: Optional[list[str]] = None) -> int:
 # ---------------------------------------------------------------------------- the client
 
 def _scene(height: int, width: int) -> np.ndarray:
-    from mtan_ros.ros.synthetic_camera import street_frame
+    from mtan_ros.ros.replay.synthetic_camera import street_frame
 
     return street_frame(height, width, seed=0)
 
@@ -92,7 +92,7 @@ def random_checkpoint(folder: Path, width: float) -> str:
 
     from mtan_ros.data.classes import CITYSCAPES_7
     from mtan_ros.depth_encoding import METRIC
-    from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+    from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
     from mtan_ros.model import build_model
 
     torch.manual_seed(0)
@@ -140,7 +140,7 @@ class _Client:
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
 
-        from mtan_ros.ros import qos
+        from mtan_ros.ros.camera import qos
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -209,7 +209,7 @@ class _Client:
 
 
 def _image(height: int, width: int, reply: Optional[tuple[int, int]]) -> Any:
-    from mtan_ros.ros.image_messages import array_to_image_msg
+    from mtan_ros.ros.camera.image_messages import array_to_image_msg
 
     msg = array_to_image_msg(_scene(height, width), "rgb8")
     msg.header.frame_id = f"reply:{reply[0]}x{reply[1]}" if reply else "camera_optical_frame"
@@ -298,8 +298,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not resolutions or set(resolutions) - {"camera", "model"}:
         parser.error(f"--output-resolution takes camera, model or camera,model; got {args.output_resolution!r}")
 
-    from mtan_ros.ros.perception_node import default_inference_threads
-    from mtan_ros.ros.transport import large_image_env
+    from mtan_ros.ros.node.perception_node import default_inference_threads
+    from mtan_ros.ros.camera.transport import large_image_env
 
     transport = large_image_env()
     os.environ.update(transport)  # before rclpy starts: this process publishes the large images
@@ -319,11 +319,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(threads)
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, precision=args.precision)
         model_size = tuple(predictor.input_size)
-        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.perception_node", "--ros-args",
+        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.node.perception_node", "--ros-args",
                              "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}",
                              "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
                              "-p", f"inference_threads:={args.threads}"], env)
-        echo = ChildProcess([sys.executable, "-m", "mtan_ros.ros.benchmark_node", "--echo", "--ros-args",
+        echo = ChildProcess([sys.executable, "-m", "mtan_ros.benchmarks.node", "--echo", "--ros-args",
                              "-r", f"__ns:={echo_ns}"], env)
         client = _Client(node_ns, echo_ns)
         try:

@@ -1,13 +1,13 @@
 """What this package does on this machine's GPU, in one table (a few minutes).
 
-    python -m mtan_ros.tools.gpu_check [--json gpu_check.json] [--checkpoint best.pt] [--quick]
+    python -m mtan_ros.benchmarks.gpu_check [--json gpu_check.json] [--checkpoint best.pt] [--quick]
     make gpu-check
 
 Rows: the Predictor at fp32 / fp16 / bf16, compiled, and through ONNX Runtime's
 CUDA and TensorRT providers (where installed), at 128x256 and 256x512, batch 1
 and 4 (latency per batch, images per second, labels equal to fp32); the
 perception node end to end at 1024x2048 through DDS on the GPU at camera and
-model output resolution (`mtan_ros.ros.benchmark_node` as a subprocess); one
+model output resolution (`mtan_ros.benchmarks.node` as a subprocess); one
 mixed-precision (AMP) training step; one NCCL DistributedDataParallel step in a
 single process. A CPU fp32 row per size gives the scale.
 
@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mtan_ros.cli import run_command
+from mtan_ros.common.cli import run_command
 
 CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 TENSORRT_PROVIDERS = ["TensorrtExecutionProvider", *CUDA_PROVIDERS]
@@ -139,8 +139,8 @@ class GpuCheck:
     def model_for(self, size: tuple[int, int]):
         """(meta, model) for an input size: the checkpoint's, or random weights calibrated on street scenes."""
         if size not in self._models:
-            from mtan_ros.inference.benchmark import calibrated_random_model, random_meta, street_images
-            from mtan_ros.inference.checkpoint import build_model_from_checkpoint, load_checkpoint
+            from mtan_ros.benchmarks.inference import calibrated_random_model, random_meta, street_images
+            from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 
             if self.args.checkpoint:
                 ckpt = load_checkpoint(self.args.checkpoint)
@@ -152,7 +152,7 @@ class GpuCheck:
 
     def sizes(self) -> list[tuple[int, int]]:
         if self.args.checkpoint:
-            from mtan_ros.inference.checkpoint import load_checkpoint
+            from mtan_ros.model.checkpoint import load_checkpoint
 
             return [tuple(load_checkpoint(self.args.checkpoint).meta.input_size)]
         return self.plan.sizes
@@ -201,7 +201,7 @@ class GpuCheck:
         """Street images at the model's size and the labels fp32 eager gives them on `device` (computed once)."""
         import copy
 
-        from mtan_ros.inference.benchmark import street_images
+        from mtan_ros.benchmarks.inference import street_images
         from mtan_ros.inference.predictor import Predictor
 
         key = (size, batch, device)
@@ -221,7 +221,7 @@ class GpuCheck:
     def _run_node_benchmark(self) -> list[Row]:
         with tempfile.TemporaryDirectory(prefix="mtan_gpu_check_") as folder:
             path = Path(folder) / "node.json"
-            command = [sys.executable, "-m", "mtan_ros.ros.benchmark_node", "--device", "cuda", "--sizes",
+            command = [sys.executable, "-m", "mtan_ros.benchmarks.node", "--device", "cuda", "--sizes",
                        "1024x2048", "--output-resolution", "camera,model", "--json", str(path)]
             if self.args.checkpoint:
                 command += ["--checkpoint", self.args.checkpoint]
@@ -370,7 +370,8 @@ def table(rows: list[Row]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mtan_ros.tools.gpu_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mtan_ros.benchmarks.gpu_check",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the rows and the machine description here")
     parser.add_argument("--checkpoint", help="a trained checkpoint (default: random weights, full width)")
     parser.add_argument("--budget-s", type=float, default=420.0,

@@ -8,7 +8,7 @@ Subscribes (relative names, so a namespace or remaps place it next to the node):
   depth_gt, semantic_gt             ground truth from the bag (mtan-make-bag writes them)
   depth, semantic                   the perception node's predictions
 and pairs them by header stamp. All the bookkeeping and the metrics live in
-`mtan_ros.bags.replay_eval` (ROS-free; the training code's metric classes);
+`mtan_ros.evaluation.replay` (ROS-free; the training code's metric classes);
 this node only turns messages into arrays with their reception times.
 
 It finishes when `frames` frames have been evaluated (default: the frame
@@ -46,11 +46,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError
-from mtan_ros.bags.replay_eval import ReplayEvaluator, format_report
-from mtan_ros.ros.compressed import compressed_msg_to_rgb
+from mtan_ros.evaluation.replay import ReplayEvaluator, format_report
+from mtan_ros.imaging.compressed import compressed_msg_to_rgb
 from mtan_ros.ros.executables import StopSignals
-from mtan_ros.ros.image_messages import image_msg_to_array, image_msg_to_rgb
-from mtan_ros.ros import qos
+from mtan_ros.ros.camera.image_messages import image_msg_to_array, image_msg_to_rgb
+from mtan_ros.ros.camera import qos
 from mtan_ros.ros.params import ParamSpec, declare_parameters
 
 NODE_NAME = "evaluator"
@@ -201,7 +201,7 @@ class EvaluatorNode(Node):
         names = colors = None
         count = int(self.p["num_classes"])
         if self.p["model_path"]:
-            from mtan_ros.inference.checkpoint import CheckpointError, load_checkpoint
+            from mtan_ros.model.checkpoint import CheckpointError, load_checkpoint
 
             try:
                 meta = load_checkpoint(self.p["model_path"]).meta

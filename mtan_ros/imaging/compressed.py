@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from mtan_ros.errors import ImageConversionError
-from mtan_ros.ros.image_limits import DEFAULT_MAX_PIXELS, check_frame_size, quote
-from mtan_ros.ros.stderr_capture import call_claiming_stderr
+from mtan_ros.imaging.limits import DEFAULT_MAX_PIXELS, check_frame_size, quote
+from mtan_ros.common.stderr_capture import call_claiming_stderr
 
 try:  # libjpeg-turbo with warnings as errors; the OpenCV path below stands in where it is missing
     import simplejpeg

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from mtan_ros.ros.image_encodings import COLOR_ENCODINGS, color_to_rgb, encoding_layout
+from mtan_ros.imaging.image_encodings import COLOR_ENCODINGS, color_to_rgb, encoding_layout
 
 _BRIDGE: Any = None
 _BRIDGE_STATUS: tuple[str, str] | None = None

@@ -1,6 +1,6 @@
 """`synthetic_camera`: a camera driver stand-in that publishes street-like frames the way real drivers do.
 
-    python -m mtan_ros.ros.synthetic_camera --ros-args -p width:=1280 -p height:=720 -p rate:=10.0
+    python -m mtan_ros.ros.replay.synthetic_camera --ros-args -p width:=1280 -p height:=720 -p rate:=10.0
         [-p reliability:=reliable|best_effort] [-p frames:=0] [-p camera_info:=true]
 
 Why: whether the perception node receives a camera depends on the driver's QoS and
@@ -25,7 +25,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from mtan_ros.ros.image_messages import new_image_msg
+from mtan_ros.ros.camera.image_messages import new_image_msg
 from mtan_ros.ros.node_main import run_node
 from mtan_ros.ros.params import ParamSpec, declare_parameters
 

@@ -1,11 +1,11 @@
 """Which cameras reach the perception node: camera QoS x resolution x the camera's Fast DDS profile.
 
-    python -m mtan_ros.ros.benchmark_cameras [--sizes 480x640,720x1280,1080x1920,1024x2048]
+    python -m mtan_ros.benchmarks.cameras [--sizes 480x640,720x1280,1080x1920,1024x2048]
         [--frames 30] [--rate 10] [--json cameras.json]
 
-The node runs as a user starts it (`python -m mtan_ros.ros.perception_node`, which
+The node runs as a user starts it (`python -m mtan_ros.ros.node.perception_node`, which
 takes the package's shared-memory profile unless Fast DDS is configured). For every
-cell a camera process (mtan_ros.ros.synthetic_camera) publishes `--frames` frames at
+cell a camera process (mtan_ros.ros.replay.synthetic_camera) publishes `--frames` frames at
 `--rate` Hz the way drivers do — reliable keep-last 10 (rclpy's and image_transport's
 default) or best effort (the sensor-data profile) — with no Fast DDS configuration, or
 with the package's profile (config/fastdds_shm.xml). This process subscribes to
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mtan_ros.ros.benchmark_node import ChildProcess
+from mtan_ros.benchmarks.node import ChildProcess
 
 QOS_CHOICES = ("reliable", "best_effort")
 
@@ -94,7 +94,7 @@ class _Client:
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
 
-        from mtan_ros.ros import qos
+        from mtan_ros.ros.camera import qos
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -139,7 +139,7 @@ def run_cell(client: _Client, namespace: str, env: dict[str, str], size: tuple[i
         cell_env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     before = dict(client.values)
     client.warnings.clear()
-    camera = ChildProcess([sys.executable, "-m", "mtan_ros.ros.synthetic_camera", "--ros-args",
+    camera = ChildProcess([sys.executable, "-m", "mtan_ros.ros.replay.synthetic_camera", "--ros-args",
                            "-r", f"__ns:={namespace}", "-p", f"width:={size[1]}", "-p", f"height:={size[0]}",
                            "-p", f"rate:={rate}", "-p", f"frames:={frames}", "-p", f"reliability:={qos}",
                            "-p", f"stamp_base:={base}"], cell_env)
@@ -187,8 +187,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in item.lower().split("x")) for item in args.sizes.split(",")]
 
-    from mtan_ros.ros.benchmark_node import random_checkpoint
-    from mtan_ros.ros.transport import USER_TRANSPORT_VARIABLES, profile_path
+    from mtan_ros.benchmarks.node import random_checkpoint
+    from mtan_ros.ros.camera.transport import USER_TRANSPORT_VARIABLES, profile_path
 
     env = {k: v for k, v in os.environ.items() if k not in USER_TRANSPORT_VARIABLES}  # as a user who set nothing
     for name in USER_TRANSPORT_VARIABLES:
@@ -197,7 +197,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mtan_cameras_") as folder:
         checkpoint = args.checkpoint or random_checkpoint(Path(folder), 0.125)
-        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.perception_node", "--ros-args",
+        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.node.perception_node", "--ros-args",
                              "-r", f"__ns:={namespace}", "-p", f"model_path:={checkpoint}", "-p", "device:=cpu",
                              "-p", "no_input_warning_after:=2.0"], env)
         client = _Client(namespace)

@@ -1,0 +1,1 @@
+"""Judging predictions: whole-split metrics, the paper's report table, plots, replay scoring."""

@@ -1,0 +1,1 @@
+"""The perception node: lifecycle, parameters, outputs, diagnostics, point clouds."""

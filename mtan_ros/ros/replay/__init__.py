@@ -1,0 +1,1 @@
+"""Replay: the bag player, the evaluator, the synthetic camera and the graph that wires them."""
