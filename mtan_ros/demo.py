@@ -25,12 +25,13 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from mtan_ros.common.entry import EXIT_INTERRUPTED, EXIT_USER_ERROR
+from mtan_ros.common.processes import ChildGroup
 from mtan_ros.errors import DemoError, MtanRosError
 
 DEFAULT_OUT = "runs/demo"
@@ -201,46 +202,23 @@ class Process:
     def __init__(self, spec: Any, env: dict[str, str], log_dir: Path):
         self.spec = spec
         self.name = spec.label
-        self.command = spec.python_command()
         self.log_path = log_dir / f"{spec.label}.log"
-        self.env = {**env, **spec.env}
-        self.proc: Optional[subprocess.Popen] = None
-        self._log: Any = None
+        self.child = ChildGroup(spec.python_command(), env={**env, **spec.env}, log_path=self.log_path)
 
     def start(self) -> "Process":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.child.start()
         return self
 
     def exit_code(self) -> Optional[int]:
         """None while it runs."""
-        return None if self.proc is None else self.proc.poll()
+        return self.child.exit_code()
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.child.output()
 
     def stop(self) -> Optional[int]:
         """Ctrl-C, then SIGKILL for the whole process group if it does not end in time."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=self.spec.stop_timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode
+        return self.child.stop(timeout=self.spec.stop_timeout)
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -435,15 +413,15 @@ def _run(args: argparse.Namespace, started: float) -> int:
         frames = _bag_frames(bag)
         _step(4, total, "replay: perception node + bag player (lockstep) + evaluator over ROS 2")
         report = replay(out, bag, checkpoint, frames, args)
-    except MtanRosError as exc:  # the demo's own (1), or a damaged bag or checkpoint, bad data (2): one line
+    except MtanRosError as exc:  # the demo's own, a damaged bag or checkpoint, bad data: one line
         print(f"\nmtan-demo: error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, DemoError) else 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("\nmtan-demo: interrupted; run it again to continue (a finished checkpoint is reused)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (ValueError, OSError, ImportError) as exc:  # DataError, CheckpointError-like messages
         print(f"\nmtan-demo: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     seconds = time.monotonic() - started
     _write_state(out, {"last_run": {"seconds": round(seconds, 1), "checkpoint": str(checkpoint), "how": how,
                                     "bag": str(bag), "frames": frames}})

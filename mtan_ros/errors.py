@@ -3,7 +3,7 @@
 Everything a user can fix (a missing file, a bad value, a damaged bag, a camera
 that sends the wrong encoding) is raised as a subclass of `MtanRosError` whose
 message is one line saying what is wrong and what to do about it. Commands catch
-`MtanRosError` once (`mtan_ros.common.cli.run_command`) and print that line; any other
+`MtanRosError` once (`mtan_ros.common.entry.run_command`) and print that line; any other
 exception is a bug and keeps its traceback.
 
 The area classes also derive from the built-in type that callers used to catch

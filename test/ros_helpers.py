@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mtan_ros.common.processes import ChildGroup
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -169,16 +171,17 @@ class NodeProcess:
                 self.env.pop(key, None)
             else:
                 self.env[key] = value
-        self.proc: subprocess.Popen | None = None
-        self._log = None
+        self.child = ChildGroup(self.command, env=self.env, log_path=self.log_path, cwd=REPO)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.child.proc
 
     def topic(self, name: str) -> str:
         return name if name.startswith("/") else f"{self.namespace}/{name}"
 
     def start(self) -> "NodeProcess":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO, start_new_session=True)
+        self.child.start()
         return self
 
     def __enter__(self) -> "NodeProcess":
@@ -188,10 +191,10 @@ class NodeProcess:
         self.kill()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child.alive()
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.child.output()
 
     def wait_for_output(self, text: str, timeout: float = 20.0) -> str:
         """Block until the node's output contains `text` (or it exits); returns the output."""
@@ -228,11 +231,7 @@ class NodeProcess:
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            if self._log:
-                self._log.flush()
+        return self.proc.wait(timeout=timeout)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         """Send `sig` (Ctrl-C by default) and return the exit code."""
@@ -242,15 +241,7 @@ class NodeProcess:
         return self.wait_exit(timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-        if self._log:
-            self._log.close()
-            self._log = None
+        self.child.kill()
 
 
 def make_image_msg(pixels: np.ndarray, encoding: str, *, stamp: Any = None, frame_id: str = "camera_optical_frame",

@@ -115,7 +115,7 @@ def test_damaged_bag_plays_every_intact_frame_then_names_the_damage(ros, topics,
     assert len(chunks) == 2
     _overwrite(out / "bag.mcap", chunks[0] + 5000)
     code, output = _play(ros, out)
-    assert code == 1, output
+    assert code == 2, output
     assert "played 2 frames (8 messages)" in output
     named = [line for line in output.splitlines() if "damaged: bag.mcap:" in line]
     assert len(named) == 1 and "ERROR" in named[0], output
@@ -124,12 +124,12 @@ def test_damaged_bag_plays_every_intact_frame_then_names_the_damage(ros, topics,
 
 
 def test_bag_without_a_playable_frame_stops_at_once(ros, topics, dataset, tmp_path):
-    """No intact image: exit 1 with one line before waiting for peers (here up to 300 s for a subscriber)."""
+    """No intact image: exit 2 with one line before waiting for peers (here up to 300 s for a subscriber)."""
     out = tmp_path / "bag"
     write_bag(dataset, out, start_ns=START_NS, topics=topics, progress=False, limit=1)
     _overwrite(out / "bag.mcap", _mcap_chunks(out / "bag.mcap")[0] + 5000)
     code, output = _play(ros, out, "-p", "wait_timeout:=300.0", "-p", f"wait_for_subscribers:=['{topics.image}']")
-    assert code == 1, output
+    assert code == 2, output
     errors = [line for line in output.splitlines() if "no playable frame" in line]
     assert len(errors) == 1 and "ERROR" in errors[0], output
     assert f"no message on {topics.image} can be read; bag.mcap: chunk at byte" in errors[0]

@@ -75,10 +75,10 @@ def test_a_second_run_reuses_the_checkpoint(demo_run):
 def test_given_checkpoint_and_bad_options(tmp_path, tiny_checkpoint, capsys):
     args = demo.build_parser().parse_args(["--out", str(tmp_path), "--checkpoint", str(tiny_checkpoint)])
     assert demo.prepare_checkpoint(tmp_path, args, tmp_path, "npy") == (tiny_checkpoint, "given")
-    assert demo.main(["--out", str(tmp_path / "x"), "--size", "100", "100"]) == 1
+    assert demo.main(["--out", str(tmp_path / "x"), "--size", "100", "100"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(np.zeros(10, np.uint8).tobytes())
-    assert demo.main(["--out", str(tmp_path / "y"), "--checkpoint", str(tmp_path / "bad.pt"), *TINY]) == 1
+    assert demo.main(["--out", str(tmp_path / "y"), "--checkpoint", str(tmp_path / "bad.pt"), *TINY]) == 2
     assert "--checkpoint" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import mtan_ros
 from mtan_ros import errors
-from mtan_ros.common.cli import INTERRUPTED_EXIT, USER_ERROR_EXIT, run_command
+from mtan_ros.common.entry import INTERRUPTED_EXIT, USER_ERROR_EXIT, run_command
 
 
 def _modules():

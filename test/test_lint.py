@@ -42,7 +42,7 @@ def test_library_modules_import_without_rclpy():
     code = ("import sys; sys.modules['rclpy'] = None\n"
             "import mtan_ros.model, mtan_ros.data, mtan_ros.training, mtan_ros.inference, mtan_ros.bags\n"
             "import mtan_ros.evaluation.replay, mtan_ros.imaging.compressed, mtan_ros.pipeline.input_monitor\n"
-            "import mtan_ros.common.cli, mtan_ros.model.checkpoint\n"
+            "import mtan_ros.common.entry, mtan_ros.model.checkpoint\n"
             "import mtan_ros.inference.predictor, mtan_ros.training.trainer\n"
             "print('ok')")
     env = dict(os.environ)

@@ -290,7 +290,7 @@ def test_the_player_fails_when_the_node_never_gets_active(ros, bag, topics):
     try:
         with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to give up")
-            assert player.proc.returncode == 1, player.output()
+            assert player.proc.returncode == 2, player.output()
         ros.spin_for(0.5)
         assert not collector.messages[topics.image]
     finally:
@@ -414,7 +414,7 @@ def test_truncated_bag_plays_up_to_the_damage(ros, bag, topics, tmp_path):
                 "-p", "start_delay:=0.5"]
         with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
-            assert player.proc.returncode == 1, player.output()  # damaged: every intact frame, then an error
+            assert player.proc.returncode == 2, player.output()  # damaged: every intact frame, then an error
         ros.wait_for(lambda: len(collector.messages[topics.image]) == intact, timeout=10, what="the intact frames")
     finally:
         collector.destroy()

@@ -26,7 +26,7 @@ def run_node(ros, *params: str) -> tuple[int, str]:
 
 
 def assert_refused(code: int, output: str, *words: str) -> None:
-    assert code == 1, output
+    assert code == 2, output
     assert "Traceback" not in output, output
     errors = [line for line in output.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1, output

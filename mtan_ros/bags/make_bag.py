@@ -41,7 +41,7 @@ import numpy as np
 
 
 from mtan_ros.bags import messages as m
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 from mtan_ros.errors import MakeBagError  # noqa: F401 (re-exported)
 
 STORAGES = ("mcap", "sqlite3")

@@ -146,6 +146,11 @@ def header_stamp_ns(cdr: bytes | memoryview) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
+def stamp_ns(stamp: Any) -> int:
+    """A builtin_interfaces/Time (rclpy or rosbags object: anything with sec and nanosec) in nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def deserialize(cdr: bytes | memoryview, msgtype: str) -> Any:
     """A rosbags message object from CDR bytes."""
     return typestore().deserialize_cdr(bytes(cdr), msgtype)
@@ -162,7 +167,7 @@ class DecodedImage:
 def decode_image(cdr: bytes | memoryview, msgtype: str = IMAGE_TYPE) -> DecodedImage:
     """Image or CompressedImage CDR -> pixels (compressed images decode to RGB)."""
     msg = deserialize(cdr, msgtype)
-    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    stamp = stamp_ns(msg.header.stamp)
     if msgtype == COMPRESSED_TYPE:
         import cv2
 

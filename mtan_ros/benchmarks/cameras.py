@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mtan_ros.benchmarks.node import ChildProcess
+from mtan_ros.common.processes import ChildGroup
 
 QOS_CHOICES = ("reliable", "best_effort")
 
@@ -139,10 +139,10 @@ def run_cell(client: _Client, namespace: str, env: dict[str, str], size: tuple[i
         cell_env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     before = dict(client.values)
     client.warnings.clear()
-    camera = ChildProcess([sys.executable, "-m", "mtan_ros.ros.replay.synthetic_camera", "--ros-args",
-                           "-r", f"__ns:={namespace}", "-p", f"width:={size[1]}", "-p", f"height:={size[0]}",
-                           "-p", f"rate:={rate}", "-p", f"frames:={frames}", "-p", f"reliability:={qos}",
-                           "-p", f"stamp_base:={base}"], cell_env)
+    camera = ChildGroup([sys.executable, "-m", "mtan_ros.ros.replay.synthetic_camera", "--ros-args",
+                         "-r", f"__ns:={namespace}", "-p", f"width:={size[1]}", "-p", f"height:={size[0]}",
+                         "-p", f"rate:={rate}", "-p", f"frames:={frames}", "-p", f"reliability:={qos}",
+                         "-p", f"stamp_base:={base}"], env=cell_env).start()
     try:
         while camera.alive():
             client.spin_for(0.2)
@@ -197,9 +197,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mtan_cameras_") as folder:
         checkpoint = args.checkpoint or random_checkpoint(Path(folder), 0.125)
-        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.node.perception_node", "--ros-args",
-                             "-r", f"__ns:={namespace}", "-p", f"model_path:={checkpoint}", "-p", "device:=cpu",
-                             "-p", "no_input_warning_after:=2.0"], env)
+        node = ChildGroup([sys.executable, "-m", "mtan_ros.ros.node.perception_node", "--ros-args",
+                           "-r", f"__ns:={namespace}", "-p", f"model_path:={checkpoint}", "-p", "device:=cpu",
+                           "-p", "no_input_warning_after:=2.0"], env=env).start()
         client = _Client(namespace)
         try:
             end = time.monotonic() + 300

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 
 CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 TENSORRT_PROVIDERS = ["TensorrtExecutionProvider", *CUDA_PROVIDERS]

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 from mtan_ros.errors import ConfigError
 from mtan_ros.inference.backends import BACKENDS, onnxruntime_providers
 from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from mtan_ros.common.processes import ChildGroup
 
 ECHO_NODE = "benchmark_echo"
 
@@ -104,32 +104,6 @@ def random_checkpoint(folder: Path, width: float) -> str:
     return str(save_checkpoint(folder / "benchmark_mtan.pt", model.state_dict(), meta))
 
 
-class ChildProcess:
-    """A child process in its own process group, stopped with Ctrl-C (then SIGKILL)."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="mtan_benchmark_", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
-
-
 class _Client:
     """This process's rclpy node: publishes frames to the node and the echo and times their answers."""
 
@@ -166,7 +140,7 @@ class _Client:
             if status.name == self._diagnostics_name:
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
-    def wait_connected(self, processes: list[ChildProcess], timeout: float = 300.0) -> None:
+    def wait_connected(self, processes: list[ChildGroup], timeout: float = 300.0) -> None:
         end = time.monotonic() + timeout
         while not (self.to_node.get_subscription_count() and self.to_echo.get_subscription_count()
                    and all(sub.get_publisher_count() for sub in self.subs)):
@@ -319,12 +293,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(threads)
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, precision=args.precision)
         model_size = tuple(predictor.input_size)
-        node = ChildProcess([sys.executable, "-m", "mtan_ros.ros.node.perception_node", "--ros-args",
-                             "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}",
-                             "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
-                             "-p", f"inference_threads:={args.threads}"], env)
-        echo = ChildProcess([sys.executable, "-m", "mtan_ros.benchmarks.node", "--echo", "--ros-args",
-                             "-r", f"__ns:={echo_ns}"], env)
+        node = ChildGroup([sys.executable, "-m", "mtan_ros.ros.node.perception_node", "--ros-args",
+                           "-r", f"__ns:={node_ns}", "-p", f"model_path:={checkpoint}",
+                           "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
+                           "-p", f"inference_threads:={args.threads}"], env=env).start()
+        echo = ChildGroup([sys.executable, "-m", "mtan_ros.benchmarks.node", "--echo", "--ros-args",
+                           "-r", f"__ns:={echo_ns}"], env=env).start()
         client = _Client(node_ns, echo_ns)
         try:
             client.wait_connected([node, echo])

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mtan_ros.common.entry import first_line
 from mtan_ros.depth_encoding import CITYSCAPES_INVERSE, DepthEncoding
 from mtan_ros.data.base import StreetDataset, check_size
 from mtan_ros.data.classes import class_set
@@ -57,8 +58,7 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(path, f"{what} file not found", f"one {what} file per image") from None
     except (OSError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(path, f"cannot read {what} .npy ({reason})", "a numpy .npy array file") from None
+        raise DataError(path, f"cannot read {what} .npy ({first_line(exc)})", "a numpy .npy array file") from None
     if not isinstance(array, np.ndarray):
         raise DataError(path, f"{what} file does not hold a single array", "a numpy .npy array file")
     return array

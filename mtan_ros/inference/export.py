@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import first_line, run_command
 from mtan_ros.errors import ExportError
 from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.optimize import fold_batchnorm
@@ -108,7 +108,7 @@ def onnx_model_bytes(wrapper: NormalisedModel, input_size: tuple[int, int]) -> b
                                         input_names=["image"], output_names=["semantic_logits", "depth"],
                                         dynamic_shapes=({0: batch},), verbose=False)
     except Exception as exc:  # the exporter's errors are pages long; the first line says what failed
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExportError(f"ONNX export failed ({first[:300]}); --format pt2 needs nothing beyond PyTorch") from None
     return program.model_proto.SerializeToString()
 

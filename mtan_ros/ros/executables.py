@@ -8,7 +8,7 @@ These entry points install the signal handling first, with nothing but the stand
 library imported, and only then import the node and call its `main()`:
 
 - while the node module and its model runtime (torch) are imported, SIGINT / SIGTERM are
-  only recorded (`StopSignals`);
+  only recorded (`StopSignals`, mtan_ros.common.entry);
 - perception_node, bag_player: a signal that came during the import ends the program at
   once with code 0. Later ones raise KeyboardInterrupt (SIGTERM too), after rclpy's own
   handlers have shut the node's context down, so that a model still loading does not
@@ -26,11 +26,10 @@ before any of this module runs; a signal then ends the process as Python's defau
 from __future__ import annotations
 
 import importlib
-import os
-import signal
 import sys
-import threading
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
+
+from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR, StopSignals
 
 # Entry name -> module whose main(argv=None) -> int runs it.
 ENTRIES = {
@@ -43,66 +42,6 @@ ENTRIES = {
 # abort the process ("terminate called after throwing ... error_already_set") instead of ending it.
 # symbolic_shapes (with sympy) is what torch imports on the first max_unpool2d call, i.e. at warm-up.
 PRELOAD = {"perception_node": ("mtan_ros.inference", "torch.fx.experimental.symbolic_shapes")}
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_WORDS = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
-
-
-class StopSignals:
-    """Records SIGINT / SIGTERM instead of raising in the middle of whatever runs.
-
-    For programs that must finish their work properly when asked to stop (the evaluator
-    writes its report): they check `received` where it is safe to stop. With `raising`
-    set, a signal also raises KeyboardInterrupt, as Python's default handler does.
-    """
-
-    def __init__(self) -> None:
-        self.received: Optional[int] = None
-        self.raising = False
-        self._previous: dict[int, Any] = {}
-
-    @classmethod
-    def install(cls) -> "StopSignals":
-        """Handlers for SIGINT and SIGTERM (main thread only; elsewhere nothing is installed)."""
-        stop = cls()
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                stop._previous[sig] = signal.signal(sig, stop._on_signal)
-        return stop
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.received is None:
-            self.received = signum
-        if self.raising:
-            if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-                # Raised inside the import machinery (e.g. a module lock's weakref callback) the interrupt
-                # would be printed as "Exception ignored" and lost: deliver it again in a moment instead.
-                threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
-                return
-            raise KeyboardInterrupt
-
-    def describe(self) -> str:
-        """The signal in words, e.g. "interrupted (SIGINT)"; "" when none was received."""
-        if self.received is None:
-            return ""
-        return _WORDS.get(self.received, f"stopped by signal {self.received}")
-
-    def restore(self) -> None:
-        """Put back the handlers that were there before `install`."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def ignore_from_now(self) -> None:
-        """Ignore both signals for the rest of the program: it is ending.
-
-        `ros2 launch` sends its own SIGINT after the terminal's; arriving while the interpreter
-        shuts down (which resets Python handlers to the default action) it would end the
-        process with -2 instead of its exit code.
-        """
-        if self._previous:
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, signal.SIG_IGN)
-            self._previous = {}
 
 
 def run_quietly(module_name: str, preload: tuple[str, ...] = ()) -> int:
@@ -113,17 +52,17 @@ def run_quietly(module_name: str, preload: tuple[str, ...] = ()) -> int:
             importlib.import_module(name)
         module = importlib.import_module(module_name)
         if stop.received is not None:
-            return 0
+            return EXIT_OK
         # From now on a signal interrupts whatever runs, as Python's default does (the node's
         # main() expects KeyboardInterrupt; rclpy's own handlers shut its context down first):
         # a model that is still loading must not delay the stop.
         stop.raising = True
         return module.main()
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
     except Exception:
         if stop.received is not None:  # e.g. RCLError: the context was shut down under a node being built
-            return 0
+            return EXIT_OK
         raise
     finally:
         stop.ignore_from_now()
@@ -162,7 +101,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in _RUNNERS:
         print(f"usage: python -m {__name__} {{{','.join(_RUNNERS)}}} [--ros-args ...]", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     sys.argv = [argv[0], *argv[1:]]
     return _RUNNERS[argv[0]]()
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 from mtan_ros.errors import ConfigError
 
 __all__ = ["RUNS", "main"]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 from mtan_ros.errors import ConfigError, EvalError  # noqa: F401 (EvalError re-exported)
 
 __all__ = ["main", "run_eval", "EvalError"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 
 __all__ = ["main"]
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import sys
 import threading
 import time
@@ -43,26 +42,28 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError, NodeStartupError
+from mtan_ros.bags.messages import stamp_ns
+from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR, first_line
+from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
+from mtan_ros.imaging.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
+from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
+from mtan_ros.pipeline.frame_slot import LatestFrameSlot
+from mtan_ros.pipeline.input_monitor import InputMonitor
+from mtan_ros.pipeline.throttle import Throttle
 from mtan_ros.ros.camera import qos
 from mtan_ros.ros.camera import transport
 from mtan_ros.ros.camera.camera_input import CameraSubscription
-from mtan_ros.imaging.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
 from mtan_ros.ros.camera.cv_bridge_check import bridge_status
-from mtan_ros.ros.node.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
-from mtan_ros.pipeline.frame_slot import LatestFrameSlot
-from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
 from mtan_ros.ros.camera.image_messages import image_msg_to_rgb
-from mtan_ros.pipeline.input_monitor import InputMonitor
+from mtan_ros.ros.node.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.node.outputs import MessagePool, OutputPublishers
-from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
 from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
 from mtan_ros.ros.node.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
-from mtan_ros.pipeline.throttle import Throttle
+from mtan_ros.ros.node_main import run_node
+from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
 
 # End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
@@ -142,7 +143,7 @@ class PerceptionNode(LifecycleNode):
             if not self.context.ok():  # shut down while loading (Ctrl-C, SIGTERM): not a failure to report
                 return TransitionCallbackReturn.FAILURE
             # A bug, not a user error: rclpy would swallow it silently, so say it with its traceback.
-            self.get_logger().error(f"configure failed unexpectedly: {type(exc).__name__}: {_first_line(exc)}\n"
+            self.get_logger().error(f"configure failed unexpectedly: {type(exc).__name__}: {first_line(exc)}\n"
                                     + traceback.format_exc())
             return TransitionCallbackReturn.FAILURE
         self.lifecycle_state = "inactive"
@@ -212,14 +213,14 @@ class PerceptionNode(LifecycleNode):
         except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
             raise NodeStartupError(
                 f"cannot start the model from {path!r} on device={self.p['device']!r} "
-                f"precision={self.p['precision']!r} backend={self.p['backend']!r}: {_first_line(exc)}") from None
+                f"precision={self.p['precision']!r} backend={self.p['backend']!r}: {first_line(exc)}") from None
         # One inference now, so the first camera frame does not pay for lazy initialisation.
         height, width = predictor.input_size
         try:
             predictor(np.zeros((height, width, 3), np.uint8))
         except (ValueError, RuntimeError) as exc:
             raise NodeStartupError(f"model_path {path!r} loads but cannot run on {predictor.device}: "
-                                   f"{_first_line(exc)}") from None
+                                   f"{first_line(exc)}") from None
         return predictor
 
     def _set_inference_threads(self) -> int:
@@ -409,7 +410,7 @@ class PerceptionNode(LifecycleNode):
                 if self._stop.is_set() or not self.context.ok():
                     return  # shutting down: publishers may already be gone
                 self._reject("internal", f"frame skipped after an unexpected error: {type(exc).__name__}: "
-                                         f"{_first_line(exc)}")
+                                         f"{first_line(exc)}")
 
     def _on_output_incompatible(self, topic: str, policy: str) -> None:
         self._warn(f"output_qos.{topic}",
@@ -458,7 +459,7 @@ class PerceptionNode(LifecycleNode):
         try:
             predictor(rgb, output_size=(height, width), max_depth=p["max_depth"], out=(labels, depth))
         except ValueError as exc:
-            self._reject("predictor", f"{topic}: frame skipped, the model refused it: {_first_line(exc)}")
+            self._reject("predictor", f"{topic}: frame skipped, the model refused it: {first_line(exc)}")
             return
         inference_ms = (time.perf_counter() - start) * 1e3
 
@@ -492,68 +493,29 @@ class PerceptionNode(LifecycleNode):
 
     def _record(self, header: Any, received: float, inference_ms: float) -> None:
         processing_ms = (time.monotonic() - received) * 1e3
-        stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-        latency_ms: Optional[float] = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        latency_ms: Optional[float] = (self.get_clock().now().nanoseconds - stamp_ns(header.stamp)) / 1e6
         if not (_PLAUSIBLE_LATENCY_MS[0] <= latency_ms <= _PLAUSIBLE_LATENCY_MS[1]):
             latency_ms = None
         self._stats.on_published(inference_ms, processing_ms, latency_ms)
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, cut to `limit` characters (library errors can be long)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of `perception_node`: 0 after Ctrl-C / SIGTERM, 1 when the node cannot start.
+    """Entry point of `perception_node`: 0 after Ctrl-C / SIGTERM, 2 when the node cannot start.
 
     Unless the user configured Fast DDS, the package's shared-memory profile is used (as
     perception.launch.py does), so that full-resolution outputs reach local subscribers.
     """
     os.environ.update(transport.large_image_env())
-    rclpy.init(args=argv)
-    node: Optional[PerceptionNode] = None
-    code = 0
-    try:
-        node = PerceptionNode()
-        if node.p["autostart"] and not node.start():
-            code = 1 if node.context.ok() else 0
-        if code == 0 and node.context.ok():
-            rclpy.spin(node)
-    except MtanRosError as exc:  # NodeStartupError, or any other error the user can fix
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # The context was shut down (SIGTERM, Ctrl-C) while the node was still starting.
-    finally:
-        # Ctrl-C under `ros2 launch` arrives twice (from the terminal, then forwarded by launch):
-        # the second must not interrupt the cleanup with a KeyboardInterrupt traceback.
-        previous = _ignore_shutdown_signals()
-        try:
-            if node is not None:
-                node.close()
-            rclpy.try_shutdown()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    return code
+    return run_node(NODE_NAME, PerceptionNode, _serve, argv, close=PerceptionNode.close)
 
 
-def _ignore_shutdown_signals() -> dict:
-    """Ignore SIGINT/SIGTERM (main thread only); returns the handlers to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, signal.SIG_IGN)
-    return previous
+def _serve(node: PerceptionNode) -> int:
+    """Start (unless autostart is off) and spin; 2 when configure or activate failed while ROS still runs."""
+    if node.p["autostart"] and not node.start():
+        return EXIT_USER_ERROR if node.context.ok() else EXIT_OK
+    if node.context.ok():
+        rclpy.spin(node)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

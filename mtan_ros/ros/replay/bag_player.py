@@ -49,6 +49,7 @@ from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR
 from mtan_ros.errors import ConfigError, PlayerError  # noqa: F401 (PlayerError re-exported)
 from mtan_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, PREDICTION_DEPTH_TOPIC, header_stamp_ns
 from mtan_ros.bags.reader import BagCorruptError, BagMessage, BagReadError, Damage, open_bag
@@ -449,12 +450,12 @@ def _play(node: BagPlayer) -> int:
     node.get_logger().info(summary)
     if stats.damaged:
         report_damage(node.get_logger(), stats, node.bag)
-        return 1
-    return 0
+        return EXIT_USER_ERROR
+    return EXIT_OK
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of `bag_player`: 0 when the bag was played, 1 when it could not be (or was damaged)."""
+    """Entry point of `bag_player`: 0 when the bag was played, 2 when it could not be (or was damaged)."""
     return run_node(NODE_NAME, BagPlayer, _play, argv)
 
 

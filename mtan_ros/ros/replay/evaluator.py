@@ -44,11 +44,12 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
+from mtan_ros.bags.messages import stamp_ns
+from mtan_ros.common.entry import EXIT_USER_ERROR, StopSignals
 from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError
 from mtan_ros.evaluation.replay import ReplayEvaluator, format_report
 from mtan_ros.imaging.compressed import compressed_msg_to_rgb
-from mtan_ros.ros.executables import StopSignals
 from mtan_ros.ros.camera.image_messages import image_msg_to_array, image_msg_to_rgb
 from mtan_ros.ros.camera import qos
 from mtan_ros.ros.params import ParamSpec, declare_parameters
@@ -84,7 +85,7 @@ MATCH_SETTLE_S = 0.5
 
 
 def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    return stamp_ns(msg.header.stamp)
 
 
 def _received_s(info: Any) -> float:
@@ -335,7 +336,7 @@ class EvaluatorNode(Node):
 
 
 def main(argv: Optional[list[str]] = None, stop: Optional[StopSignals] = None) -> int:
-    """Entry point of `evaluator`: 0 after writing the report, 1 when it cannot start.
+    """Entry point of `evaluator`: 0 after writing the report, 2 when it cannot start.
 
     SIGINT and SIGTERM are recorded (`stop`, installed here unless the console script
     did it before the imports) instead of letting rclpy shut the context down under the
@@ -359,7 +360,7 @@ def main(argv: Optional[list[str]] = None, stop: Optional[StopSignals] = None) -
                 node.done = Future()  # keep serving (parameters, introspection) until stopped
     except MtanRosError as exc:  # EvaluatorError, or any other error the user can fix
         rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        code = 1
+        code = EXIT_USER_ERROR
     except (ExternalShutdownException, KeyboardInterrupt):
         pass
     except RuntimeError:  # RCLError / InvalidHandle: only the context going away is an ending we expect
