@@ -1,0 +1,1 @@
+"""Image handling without ROS: decoding, encodings, size limits, transport codecs."""
