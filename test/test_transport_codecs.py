@@ -264,3 +264,15 @@ def test_float64_depth_is_sent_as_float32():
     raw = np.linspace(1.0, 90.0, 600).reshape(20, 30)
     _, decoded, (a, b) = decode(*codecs.encode_compressed_depth(raw))
     _check_depth(raw.astype(np.float32), decoded, a, b, codecs.DEFAULT_DEPTH_MAX)
+
+
+def test_bandwidth_script_prints_its_table(capsys):
+    from mtan_ros.imaging import bandwidth
+
+    bandwidth.main(["--scenes", "1", "--size", "60x100", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines[2:]]
+    assert names == ["depth", "semantic", "semantic_color", "overlay", "depth+semantic", "rgb8"]
+    assert "6,000" in lines[3] and "24,000" in lines[2]  # raw mono8 and 32FC1 bytes at 60x100
+    with pytest.raises(SystemExit):
+        bandwidth.main(["--size", "big"])
