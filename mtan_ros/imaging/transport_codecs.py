@@ -30,7 +30,7 @@ in OpenCV, so a publishing thread can encode while the next frame is inferred.
 Cost per 1920x1080 frame at the defaults, one thread on a shared 2-core machine
 (`python -m mtan_ros.imaging.bandwidth`; the times vary up to 2x with the load):
 compressedDepth 17-39 ms (about 5 ms of it the quantisation), semantic PNG 5-11 ms,
-rgb8 JPEG 4-6 ms (up to 14 ms under load).
+rgb8 JPEG 4-15 ms.
 """
 from __future__ import annotations
 
