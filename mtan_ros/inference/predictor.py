@@ -48,6 +48,8 @@ class Prediction:
 
     labels: np.ndarray  # H x W uint8 class ids
     depth: np.ndarray   # H x W float32 metres, NaN where there is no estimate
+    # H x W uint8, 255 x the softmax probability of the label's class; only when asked for (else None)
+    confidence: np.ndarray | None = None
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -190,6 +192,18 @@ def resize_depth(depth: torch.Tensor, out: torch.Tensor) -> None:
         torch.ops.aten.upsample_bilinear2d.out(depth, list(out.shape[-2:]), False, None, None, out=out)
 
 
+def label_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """N x 1 x h x w uint8: round(255 x softmax probability of the argmax class) of N x C x h x w logits.
+
+    The largest softmax probability is exp(max - logsumexp), computed in float32
+    without forming the N x C probabilities.
+    """
+    logits = logits.float()
+    top = logits.amax(dim=1, keepdim=True)
+    probability = torch.exp(top - torch.logsumexp(logits, dim=1, keepdim=True))
+    return probability.mul_(255.0).round_().to(torch.uint8)
+
+
 def depth_to_metres_(depth: torch.Tensor, low: torch.Tensor, encoding: DepthEncoding,
                      max_depth: float | None = None) -> torch.Tensor:
     """`encoding.to_metres(depth)` in place, then NaN beyond `max_depth`; `low` is what `depth` was upsampled from.
@@ -322,27 +336,30 @@ class Predictor:
 
     def __call__(self, image: np.ndarray, *, output_size: tuple[int, int] | None = None,
                  max_depth: float | None = None,
-                 out: tuple[np.ndarray, np.ndarray] | None = None) -> Prediction:
+                 out: tuple[np.ndarray, np.ndarray] | None = None, confidence: bool = False) -> Prediction:
         """Labels and metric depth for one H x W x 3 uint8 RGB image.
 
         output_size: (height, width) of the results; None = the image's size.
         max_depth: metres beyond which depth becomes NaN; None = no limit.
         out: (labels uint8, depth float32) arrays of the output size to write the results into
         (e.g. views of outgoing message buffers); the returned Prediction holds these arrays.
+        confidence: also return `confidence` (uint8, 255 x the probability of each label's class,
+        computed at the model's resolution and resized like the labels); off, it costs nothing.
         """
         image = validate_image(image)
         size = image.shape[:2] if output_size is None else _check_size(output_size)
         buffers = None if out is None else _check_out(out, tuple(size))
-        return self._run([image], [tuple(size)], _check_max_depth(max_depth), [buffers])[0]
+        return self._run([image], [tuple(size)], _check_max_depth(max_depth), [buffers], confidence)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], *, output_size: tuple[int, int] | None = None,
-                      max_depth: float | None = None) -> list[Prediction]:
+                      max_depth: float | None = None, confidence: bool = False) -> list[Prediction]:
         """Predict several images in one forward pass; sizes may differ (each result has its image's size)."""
         if len(images) == 0:
             return []
         images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
         sizes = [img.shape[:2] if output_size is None else _check_size(output_size) for img in images]
-        return self._run(images, [tuple(s) for s in sizes], _check_max_depth(max_depth), [None] * len(images))
+        return self._run(images, [tuple(s) for s in sizes], _check_max_depth(max_depth), [None] * len(images),
+                         confidence)
 
     def close(self) -> None:
         """Release the model and, on CUDA, the cached GPU memory."""
@@ -352,7 +369,7 @@ class Predictor:
 
     # --- the one processing path -------------------------------------------------------------
     def _run(self, images: list[np.ndarray], sizes: list[tuple[int, int]], max_depth: float | None,
-             outs: list) -> list[Prediction]:
+             outs: list, confidence: bool = False) -> list[Prediction]:
         with torch.inference_mode():
             inputs = [self._resize_input(self._upload(image)) for image in images]
             batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
@@ -368,7 +385,23 @@ class Predictor:
                 resize_depth(raw_depth[index:index + 1], depth_map.view(1, 1, *size))
                 depth_to_metres_(depth_map, raw_depth[index], self.meta.depth, max_depth)
                 results.append((label_map, depth_map, host))
-            return self._download(results)
+            predictions = self._download(results)
+            if confidence:
+                self._add_confidence(predictions, label_confidence(logits), sizes)
+            return predictions
+
+    def _add_confidence(self, predictions: list[Prediction], low: torch.Tensor, sizes: list) -> None:
+        """Each prediction's confidence from `low` (N x 1 x h x w uint8), resized as the labels are."""
+        for index, (prediction, size) in enumerate(zip(predictions, sizes)):
+            host = np.empty(size, np.uint8)
+            if self._on_cuda:
+                target = torch.empty(size, dtype=torch.uint8, device=self._device)
+            else:
+                target = torch.from_numpy(host)
+            resize_labels(low[index:index + 1], target.view(1, 1, *size))
+            if self._on_cuda:
+                torch.from_numpy(host).copy_(target)
+            prediction.confidence = host
 
     def _resize_input(self, image: torch.Tensor) -> torch.Tensor:
         """1 x 3 x H x W uint8 to the model's input size: bilinear, antialiased when shrinking."""
