@@ -8,8 +8,8 @@ import torch
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.inference import Predictor
 from mtan_ros.inference import predictor as predictor_module
-from mtan_ros.inference.benchmark import FixedOutputs
-from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec
+from mtan_ros.benchmarks.inference import FixedOutputs
+from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec
 
 MODEL_SIZE = (64, 128)
 CLASSES = 7

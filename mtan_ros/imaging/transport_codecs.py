@@ -28,7 +28,7 @@ here, "no depth", like NaN and d >= depth_max.
 Every function is pure (arrays in, bytes out), thread-safe, and releases the GIL
 in OpenCV, so a publishing thread can encode while the next frame is inferred.
 Cost per 1920x1080 frame at the defaults, one thread on a shared 2-core machine
-(`python -m mtan_ros.imaging.bandwidth`; the times vary up to 2x with the load):
+(`python -m mtan_ros.benchmarks.bandwidth`; the times vary up to 2x with the load):
 compressedDepth 17-39 ms (about 5 ms of it the quantisation), semantic PNG 5-11 ms,
 rgb8 JPEG 4-15 ms.
 """
@@ -45,7 +45,7 @@ import numpy as np
 JPEG_QUALITY_RANGE = (1, 100)
 PNG_LEVEL_RANGE = (0, 9)
 
-# Defaults for street scenes, from `python -m mtan_ros.imaging.bandwidth --sweep`: 1920x1080, three
+# Defaults for street scenes, from `python -m mtan_ros.benchmarks.bandwidth --sweep`: 1920x1080, three
 # synthetic scenes, depth NaN beyond the node's max_depth (100 m); bytes per frame.
 # - depth_max 100 m: the node's max_depth (and the plugin's upper limit; its default is 10 m).
 # - depth_quantization 150 (the plugin's upper limit; its default is 100): a step d^2 / A is 0.44 m

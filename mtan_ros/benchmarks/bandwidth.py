@@ -1,6 +1,6 @@
 """Bytes per frame of the node's outputs, raw and through the transport codecs, and the time to encode them.
 
-    python -m mtan_ros.imaging.bandwidth [--scenes 3] [--size 1080x1920] [--sweep]
+    python -m mtan_ros.benchmarks.bandwidth [--scenes 3] [--size 1080x1920] [--sweep]
 
 Synthetic street scenes (mtan_ros.data.synthetic) stand in for the node's output:
 their exact depth (NaN beyond max_depth, as the node publishes it) and labels, the
