@@ -267,7 +267,7 @@ def test_float64_depth_is_sent_as_float32():
 
 
 def test_bandwidth_script_prints_its_table(capsys):
-    from mtan_ros.imaging import bandwidth
+    from mtan_ros.benchmarks import bandwidth
 
     bandwidth.main(["--scenes", "1", "--size", "60x100", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
