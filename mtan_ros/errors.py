@@ -128,6 +128,14 @@ class DemoError(MtanRosError):
     """The demo cannot go on."""
 
 
+class StorageError(MtanRosError, OSError):
+    """A file could not be written: the disk is full, a quota is used up, or an I/O error.
+
+    Raised by `mtan_ros.common.files`; the line names the file, the space left on its
+    file system and what to do. An OSError, as the failed write was.
+    """
+
+
 def _rebuild(cls: type, args: tuple, state: dict) -> MtanRosError:
     """An unpickled error: its class, message and attributes, without calling the subclass's __init__."""
     error = cls.__new__(cls, *args)

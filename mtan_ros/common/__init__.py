@@ -1,0 +1,1 @@
+"""Utilities every layer may use: no ROS, no torch at import time."""
