@@ -86,6 +86,50 @@ def test_text_file_on_a_full_disk_keeps_the_previous_one(small_disk):
     assert target.read_text() == "{}\n" and temporaries(small_disk) == []
 
 
+def _rows():
+    return [{"epoch": e, "train_loss_semantic": 2.0 / e, "val_miou": 0.1 * e} for e in (1, 2)]
+
+
+def _config():
+    from mtan_ros.training.config import TrainConfig
+
+    return TrainConfig(data="data", out="out")
+
+
+WRITERS = {  # every file mtan-train, mtan-eval and the evaluator write whole: name -> (write small, write big)
+    "report.json": ("mtan_ros.training.report", lambda m, p, big: m.write_json({"x": "y" * big}, p)),
+    "metrics.csv": ("mtan_ros.training.logs", lambda m, p, big: m.write_csv(_rows() * (1 + big // 40), p)),
+    "config.yaml": ("mtan_ros.training.config",
+                    lambda m, p, big: m.save_config(_config() if not big else
+                                                    _config().__class__(data="d" * big, out="out"), p)),
+    "curves.png": ("mtan_ros.training.plots", lambda m, p, big: m.plot_curves(_rows(), p, title="t" * (big // 50))),
+    "sample.png": ("mtan_ros.training.plots", lambda m, p, big: m.write_png(p, _noise(64 + big // 100))),
+}
+
+
+def _noise(side):
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_package_writers_on_a_full_disk(small_disk, name):
+    """Each of the package's write-to-temp-then-rename files: one-line StorageError, old file kept, no temp."""
+    import importlib
+
+    module, write = WRITERS[name]
+    module = importlib.import_module(module)
+    target = small_disk / name
+    write(module, target, 0)
+    before = target.read_bytes()
+    fill(small_disk, leave=16 * 1024)
+    with pytest.raises(StorageError) as info:
+        write(module, target, 4 * LEFT_FREE)
+    assert_full_disk_line(str(info.value), target, small_disk)
+    assert target.read_bytes() == before and temporaries(small_disk) == []
+
+
 @pytest.mark.slow
 def test_train_saving_onto_a_full_disk_ends_in_one_line(small_disk, tmp_path):
     """mtan-train --resume onto a disk filled after epoch 1: exit 2, one line, epoch 1's last.pt intact."""
