@@ -70,3 +70,32 @@ def test_train_with_workers_reports_a_bad_file_in_one_line(source, tmp_path, cas
                "--epochs", "1", "--batch-size", "1", "--width", "0.125", "--no-progress", "--no-tensorboard",
                "--no-plots")
     assert_one_line(done, "mtan-train", message)
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_eval_with_workers_reports_a_bad_file_in_one_line(source, tmp_path, tiny_checkpoint, case):
+    tree, path, message = broken_copy(source, tmp_path, case, "val")
+    done = run("mtan_ros.training.eval_cli", "--checkpoint", tiny_checkpoint, "--data", tree, "--workers", "2",
+               "--batch-size", "1", "--samples", "0", "--no-progress")
+    assert_one_line(done, "mtan-eval", message)
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_make_bag_reports_a_bad_file_in_one_line(source, tmp_path, case):
+    tree, path, message = broken_copy(source, tmp_path, case, "val")
+    done = run("mtan_ros.bags.make_bag", "--data", tree, "--out", tmp_path / "bag", "--no-progress")
+    assert_one_line(done, "mtan-make-bag", message)
+
+
+def test_demo_reports_a_bad_training_file_in_one_line(source, tmp_path, tiny_checkpoint):
+    """The demo trains with --data's train split and writes its val split as a bag."""
+    tree, path, message = broken_copy(source, tmp_path, "truncated npy", "train")
+    done = run("mtan_ros.demo", "--data", tree, "--out", tmp_path / "demo", "--epochs", "1", "--batch-size", "1",
+               "--width", "0.125", "--no-progress")
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"mtan-demo: error: {message}"], done.stderr
+    tree, path, message = broken_copy(source, tmp_path / "v", "channels-first image", "val")
+    done = run("mtan_ros.demo", "--data", tree, "--out", tmp_path / "demo2", "--checkpoint", tiny_checkpoint,
+               "--no-progress")
+    assert_one_line(done, "mtan-demo", message)
