@@ -19,7 +19,16 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 class MtanRosError(Exception):
-    """Base of every error a user can act on; `str(error)` is one line."""
+    """Base of every error a user can act on; `str(error)` is one line.
+
+    Errors cross process boundaries: a DataLoader worker's error is re-raised in the
+    training process as `type(error)(message)`, and multiprocessing pickles them. So
+    every subclass can be built from its one line alone, and pickling keeps the class
+    and its attributes whatever a subclass's __init__ takes.
+    """
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, dict(vars(self)))
 
 
 class ConfigError(MtanRosError, ValueError):
@@ -30,10 +39,13 @@ class DataError(MtanRosError, ValueError):
     """A dataset file or folder is missing, unreadable or has unexpected content.
 
     `path` is the offending file or folder; `str(error)` is a single line of the form
-    "<path>: <what is wrong>; expected <what should be there>".
+    "<path>: <what is wrong>; expected <what should be there>". `DataError(line)`, with
+    no problem, rebuilds an error from such a line (path None), as a DataLoader does.
     """
 
-    def __init__(self, path: Optional[PathLike], problem: str, expected: Optional[str] = None):
+    def __init__(self, path: Optional[PathLike], problem: Optional[str] = None, expected: Optional[str] = None):
+        if problem is None:
+            path, problem = None, str(path)
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         self.expected = expected
@@ -114,3 +126,19 @@ class EvaluatorError(NodeStartupError):
 
 class DemoError(MtanRosError):
     """The demo cannot go on."""
+
+
+class StorageError(MtanRosError, OSError):
+    """A file could not be written: the disk is full, a quota is used up, or an I/O error.
+
+    Raised by `mtan_ros.common.files`; the line names the file, the space left on its
+    file system and what to do. An OSError, as the failed write was.
+    """
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> MtanRosError:
+    """An unpickled error: its class, message and attributes, without calling the subclass's __init__."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -103,6 +103,28 @@ def test_images_of_different_sizes(npy_tree):
     assert open_dataset(npy_tree, size=SIZE)[2]["image"].shape == (3, *SIZE)
 
 
+def test_stray_label_values_are_named_before_the_class_set_is_guessed(npy_tree, capsys):
+    """Found as: a train label with 200 and -3 made mtan-train say "the train split has classes ['road', ...]
+    but the val split has ['flat', ...]" (200 made the plain label folder look like the 19-class set)."""
+    from mtan_ros.training import train_cli
+
+    for split in ("train", "val"):
+        shutil.rmtree(npy_tree / split / "label_7")  # only the plain label/ folder: classes come from the values
+    path = npy_tree / "train" / "label" / "1.npy"
+    labels = np.load(path)
+    labels[0, :3] = 200
+    labels[1, :2] = -3
+    np.save(path, labels)
+    message = _raises(lambda: open_dataset(npy_tree, "train"), path, "label values [-3, 200]", "0..18",
+                      "-1 or 255 for void")
+    assert train_cli.main(["--data", str(npy_tree), "--out", str(npy_tree.parent / "run"), "--workers", "0",
+                           "--no-progress", "--no-tensorboard", "--no-plots"]) == 2
+    assert capsys.readouterr().err == f"mtan-train: error: {message}\n"
+    # With the class count given, the same file is refused against that set's range.
+    _raises(lambda: open_dataset(npy_tree, "train", num_classes=19)[1], path, "label values [-3, 200]",
+            "outside the 19 classes", "0..18")
+
+
 # --- raw ----------------------------------------------------------------------------------------
 
 FRAME = "synthtown_000000_000001"

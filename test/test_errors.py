@@ -64,3 +64,35 @@ def test_bugs_keep_their_traceback():
 
     with pytest.raises(ZeroDivisionError):
         run_command("mtan-x", bug)
+
+
+def _all_error_classes():
+    for _ in _modules():
+        pass  # import every module, so that every subclass is defined
+    found, todo = [], [errors.MtanRosError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_class_is_rebuilt_from_its_line_and_survives_pickling():
+    """Why: a DataLoader worker's error reaches the training process as `type(error)(message)`, and
+    multiprocessing pickles errors; DataError needed (path, problem), so torch fell back to RuntimeError."""
+    import pickle
+
+    classes = _all_error_classes()
+    assert {errors.DataError, errors.BagCorruptError, errors.ImageConversionError} <= set(classes)
+    for cls in classes:
+        rebuilt = cls("x.npy: depth has 3 NaN values")
+        assert type(rebuilt) is cls and str(rebuilt) == "x.npy: depth has 3 NaN values", cls
+    originals = [errors.DataError("/d/train/depth/2.npy", "depth has 3 NaN values", "finite values"),
+                 errors.BagCorruptError("chunk 3 is damaged", messages_read=12, last_good_ns=5),
+                 errors.ImageConversionError("bad encoding", kind="encoding")]
+    for original in originals:
+        copy = pickle.loads(pickle.dumps(original))
+        assert type(copy) is type(original) and str(copy) == str(original)
+        assert vars(copy) == vars(original)
+    assert originals[0].path == "/d/train/depth/2.npy"
+    assert str(originals[0]) == "/d/train/depth/2.npy: depth has 3 NaN values; expected finite values"

@@ -33,6 +33,7 @@ from mtan_ros.data.resize import resize_depth, resize_image, resize_labels
 
 LABEL_DIRS = {7: "label_7", 19: "label_19", 2: "label_2"}
 _DETECT_SAMPLES = 16
+_MOST_CLASSES = 19  # a plain label/ folder is detected as 7 or 19 classes: ids above 18 belong to neither
 _RANGE_TOLERANCE = 1e-3
 
 
@@ -113,11 +114,16 @@ def check_labels(path, labels: np.ndarray, num_classes: int, shape: tuple[int, i
     void = (ids == -1) | (ids == 255)
     bad = ~void & ((ids < 0) | (ids >= num_classes))
     if bad.any():
-        raise DataError(path, f"label values {sorted(set(np.unique(ids[bad]).tolist()))[:5]} are outside the "
-                              f"{num_classes} classes",
-                        f"ids 0..{num_classes - 1} and -1 for void (pass num_classes if it was detected wrongly)")
+        raise DataError(path, f"label values {_listed(ids[bad])} are outside the {num_classes} classes",
+                        f"ids 0..{num_classes - 1}, -1 or 255 for void (pass num_classes if it was detected "
+                        "wrongly)")
     ids[void] = -1
     return ids
+
+
+def _listed(values: np.ndarray, most: int = 5) -> str:
+    """The distinct values, smallest first, at most `most` of them, as "[-3, 200]" (float labels too)."""
+    return "[" + ", ".join(f"{v:g}" for v in np.unique(values)[:most].tolist()) + "]"
 
 
 def check_depth(path, depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -225,6 +231,13 @@ class PreprocessedCityscapes(StreetDataset):
             if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
                 raise DataError(path, f"label dtype is {labels.dtype}", "integer or float class ids")
             values = labels[np.isfinite(labels)] if np.issubdtype(labels.dtype, np.floating) else labels
+            # Checked before the values choose the class set: one stray 200 would make a 7-class folder
+            # look like the 19-class set, and the error would blame the other split's classes.
+            stray = values[~((values == -1) | (values == 255) | ((values >= 0) & (values < _MOST_CLASSES)))]
+            if stray.size:
+                raise DataError(path, f"label values {_listed(stray)} are outside every label set",
+                                f"ids 0..6 (7 classes) or 0..{_MOST_CLASSES - 1} (19 classes), -1 or 255 for "
+                                "void; fix or remove this file")
             values = values[(values != 255) & (values >= 0)]
             if values.size:
                 top = max(top, int(values.max()))

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mtan_ros.common.files import atomic_write, write_bytes
+
 __all__ = ["plot_curves", "colorize_labels", "colorize_depth", "depth_range", "sample_mosaic", "depth_colorbar",
            "class_legend", "mosaic_footer", "mosaic_picture", "truth_depth_range", "write_png"]
 
@@ -71,10 +73,11 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: 
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as handle:
+            fig.savefig(handle, format="png", dpi=90)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -251,11 +254,10 @@ def mosaic_picture(frames: Sequence[Sequence[Any]], palette: Any, names: Sequenc
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 image as PNG (OpenCV wants BGR)."""
+    """Write an RGB uint8 image as PNG (OpenCV wants BGR), atomically (a full disk: StorageError)."""
     import cv2
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
-        raise OSError(f"could not write '{path}'")
-    return path
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {rgb.shape} {rgb.dtype} image as PNG for '{path}'")
+    return write_bytes(path, png.tobytes())

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtan_ros.common.files import write_text
+
 __all__ = ["METRICS", "PAPER_TABLE", "build_report", "format_table", "format_per_class", "write_json",
            "depth_units", "best_score"]
 
@@ -150,9 +152,4 @@ def write_json(data: dict[str, Any], path: str | os.PathLike) -> Path:
             return [clean(v) for v in value]
         return value
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(clean(data), indent=2) + "\n")

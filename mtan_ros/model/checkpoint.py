@@ -19,15 +19,15 @@ import math
 import os
 import pickle
 import re
-import secrets
 import stat
-import threading
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from mtan_ros.common.files import atomic_write
+from mtan_ros.common.files import remove_stale_temporaries  # noqa: F401 (re-exported)
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.errors import CheckpointError  # noqa: F401 (re-exported)
 
@@ -199,26 +199,20 @@ class Checkpoint:
 
 # --- saving --------------------------------------------------------------------------------
 
-# Temporary files of save_checkpoint: ".NAME.PID.RANDOM.tmp" (older versions wrote ".NAME.RANDOM.tmp").
-_TMP_PATTERN = r"\.{name}\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{{8}}\.tmp"
-_writing: set[str] = set()  # names of the temporary files this process is writing now
-_writing_lock = threading.Lock()
-
-
 def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Any], meta: CheckpointMeta,
                     training_state: dict[str, Any] | None = None) -> Path:
-    """Write atomically: a temporary file in the same folder, fsynced, then renamed.
+    """Write atomically (mtan_ros.common.files.atomic_write): a temporary file in the same folder, fsynced,
+    then renamed.
 
     A process killed at any moment leaves either the previous file or the new
     one, never a half-written checkpoint under the final name; the temporary
     files such a kill leaves behind are removed by the next save to the same
-    name. The file gets the permissions of any newly created file (0666 minus
-    the umask), so a node running as another user can read it.
+    name. A full disk is a one-line StorageError and the previous file stays.
+    The file gets the permissions of any newly created file (0666 minus the
+    umask), so a node running as another user can read it.
     """
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -226,93 +220,9 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Any], meta: C
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "training_state": training_state,
     }
-    remove_stale_temporaries(path)
-    fd, tmp_name = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        _fsync_folder(path.parent)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    finally:
-        with _writing_lock:
-            _writing.discard(os.path.basename(tmp_name))
-    return path
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete temporary files of `path` left by killed writers; returns what was removed.
-
-    Only names that save_checkpoint makes for this target count. Files this
-    process is writing now are kept, and so are files named after another
-    process that is still running (it may be writing the same target).
-    """
-    path = Path(path)
-    pattern = re.compile(_TMP_PATTERN.format(name=re.escape(path.name)))
-    with _writing_lock:
-        busy = set(_writing)
-    removed = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match is None or entry.name in busy or not entry.is_file(follow_symlinks=False):
-            continue
-        pid = match.group("pid")
-        if pid is not None and int(pid) != os.getpid() and _process_alive(int(pid)):
-            continue
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            pass  # someone else removed it, or the folder is read-only: not this save's problem
-    return removed
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new, exclusive file next to `path`, created with mode 0666 so that the umask applies."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    while True:
-        name = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        with _writing_lock:
-            try:
-                fd = os.open(path.parent / name, flags, 0o666)
-            except FileExistsError:
-                continue
-            _writing.add(name)
-        return fd, str(path.parent / name)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; folders that cannot be opened this way (some file systems) are skipped."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return False
-    return True
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
+    return Path(path)
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -213,17 +213,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved settings as YAML (atomically: a kill never leaves half a file)."""
-    import os
-
     import yaml
 
+    from mtan_ros.common.files import write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("# resolved mtan-train settings; rerun with: mtan-train --config " + path.name + "\n"
-                   + yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "# resolved mtan-train settings; rerun with: mtan-train --config " + path.name + "\n"
+                      + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def build_parser() -> argparse.ArgumentParser:

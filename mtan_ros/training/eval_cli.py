@@ -74,6 +74,7 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
     import torch
 
     from mtan_ros.data import open_dataset
+    from mtan_ros.data.loader import DataLoader
     from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     from mtan_ros.training.distributed import resolve_device
@@ -109,8 +110,8 @@ def run_eval(args: argparse.Namespace, log=print) -> dict[str, Any]:
         dataset_eval = dataset
     if len(dataset_eval) == 0:
         raise EvalError(f"'{args.data}' has no {args.split} images")
-    loader = torch.utils.data.DataLoader(dataset_eval, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset_eval, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+                        pin_memory=device.type == "cuda")
     from tqdm.auto import tqdm
 
     start = time.perf_counter()

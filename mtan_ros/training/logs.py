@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtan_ros.common.files import atomic_write
+
 __all__ = ["write_csv", "TensorBoardLog"]
 
 
@@ -36,13 +38,11 @@ def _cell(value: Any) -> Any:
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """All rows (one per epoch) as CSV; a column that an epoch lacks is left empty."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=_columns(rows))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _cell(v) for k, v in row.items()})
-    os.replace(tmp, path)
     return path
 
 

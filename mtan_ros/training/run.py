@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from mtan_ros.data.loader import DataLoader
 from mtan_ros.errors import TrainingError
 from mtan_ros.model.checkpoint import check_input_size
 
@@ -112,10 +113,11 @@ def make_loaders(cfg: TrainConfig, data: RunData, ctx: DistContext) -> Loaders:
     sampler = torch.utils.data.DistributedSampler(data.train_set, num_replicas=ctx.world_size, rank=ctx.rank,
                                                   shuffle=True, seed=cfg.seed)
     generator = torch.Generator()
-    train = torch.utils.data.DataLoader(
+    # mtan_ros's DataLoader: a bad file read by a worker process ends the run with its one-line DataError.
+    train = DataLoader(
         data.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, pin_memory=pin,
         worker_init_fn=seed_worker, generator=generator, drop_last=False)
-    val = torch.utils.data.DataLoader(
+    val = DataLoader(
         data.val_set, batch_size=cfg.batch_size, sampler=ShardSampler(len(data.val_set), ctx.rank, ctx.world_size),
         num_workers=cfg.workers, pin_memory=pin, worker_init_fn=seed_worker)
     return Loaders(train=train, val=val, sampler=sampler, generator=generator, epoch_source=data.epoch_source)

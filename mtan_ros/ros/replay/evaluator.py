@@ -29,7 +29,6 @@ replay_eval for the details.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from mtan_ros.bags.messages import stamp_ns
 from mtan_ros.common.entry import EXIT_USER_ERROR, StopSignals
+from mtan_ros.common.files import write_text
 from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError
 from mtan_ros.evaluation.replay import ReplayEvaluator, format_report
@@ -307,11 +307,9 @@ class EvaluatorNode(Node):
         """progress.json: frames evaluated so far, for progress displays (replaced atomically)."""
         out = Path(self.p["output_dir"])
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            partial = out / "progress.json.partial"
-            partial.write_text(json.dumps({"evaluated": self.core.evaluated, "expected": self.core.expected_frames,
-                                           "finished": self.finished}) + "\n")
-            os.replace(partial, out / "progress.json")
+            write_text(out / "progress.json", json.dumps({"evaluated": self.core.evaluated,
+                                                          "expected": self.core.expected_frames,
+                                                          "finished": self.finished}) + "\n")
             self.progress_written = self.core.evaluated
         except OSError as exc:
             self._warn_bad("progress.json", exc)
