@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError, NodeStartupError
+from mtan_ros.errors import CheckpointError, ConfigError, ImageConversionError, MtanRosError, NodeStartupError
 from mtan_ros.ros.camera import qos
 from mtan_ros.ros.camera import transport
 from mtan_ros.ros.camera.camera_input import CameraSubscription
@@ -63,6 +63,9 @@ from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
 from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
 from mtan_ros.ros.node.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
 from mtan_ros.pipeline.throttle import Throttle
+
+if TYPE_CHECKING:
+    from mtan_ros.inference import Predictor
 
 # End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
@@ -85,17 +88,44 @@ def default_inference_threads(cpu_count: Optional[int] = None, environ: Optional
     return cpu_count or os.cpu_count() or 1
 
 
+class PredictorFactory(Protocol):
+    """Makes the node's predictor when it is configured, from model_path and the configure parameters.
+
+    The node owns what it returns (cleanup closes it). A seam for tests and tools that
+    need the node without a checkpoint; CheckpointError, ValueError, RuntimeError and
+    ImportError it raises become one-line configure refusals.
+    """
+
+    def __call__(self, path: str, *, device: str, precision: str, compile: bool, backend: str,
+                 threads: int) -> "Predictor": ...
+
+
+def load_checkpoint_predictor(path: str, *, device: str, precision: str, compile: bool, backend: str,
+                              threads: int) -> "Predictor":
+    """The default PredictorFactory: Predictor.from_checkpoint, with torch's CPU threads set first.
+
+    torch is imported here, so that only a node that really loads a model pays for it.
+    """
+    import torch
+
+    from mtan_ros.inference import Predictor
+
+    torch.set_num_threads(threads)
+    return Predictor.from_checkpoint(path, device=device, precision=precision, compile=compile, backend=backend,
+                                     threads=threads)
+
+
 class PerceptionNode(LifecycleNode):
     """Subscribes a camera, runs the Predictor off the executor thread, publishes its results."""
 
-    def __init__(self, predictor: Any = None, **node_kwargs: Any) -> None:
-        """`predictor`: an already loaded Predictor (tests, benchmarks); by default model_path is loaded."""
+    def __init__(self, predictor_factory: PredictorFactory = load_checkpoint_predictor, **node_kwargs: Any) -> None:
+        """`predictor_factory` is called by each configure; `node_kwargs` go to rclpy's Node (context, ...)."""
         super().__init__(NODE_NAME, **node_kwargs)
         try:
             self.p = declare_parameters(self, SPECS, load_perception_defaults(node_name=self.get_name()))
         except ConfigError as exc:
             raise NodeStartupError(str(exc)) from None
-        self._given_predictor = predictor
+        self._predictor_factory = predictor_factory
         self.predictor: Any = None
         self._outputs: Optional[OutputPublishers] = None
         self._pool = MessagePool()
@@ -180,7 +210,7 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ configure / activate
 
     def _configure(self) -> None:
-        self.predictor = self._given_predictor if self._given_predictor is not None else self._load_predictor()
+        self.predictor = self._load_predictor()
         classes = len(self.predictor.class_names)
         if classes > MAX_CLASSES:
             raise NodeStartupError(
@@ -199,14 +229,11 @@ class PerceptionNode(LifecycleNode):
                 "parameter model_path is empty: pass the checkpoint to use, e.g. "
                 "`ros2 launch mtan_ros perception.launch.py model_path:=/path/to/checkpoint` or "
                 "`--ros-args -p model_path:=/path/to/checkpoint` (mtan-train and mtan-demo write checkpoints)")
-        from mtan_ros.errors import CheckpointError
-        from mtan_ros.inference import Predictor  # imports torch: only once the node really starts
-
-        threads = self._set_inference_threads()
+        threads = self.p["inference_threads"] or default_inference_threads()
         try:
-            predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"],
-                                                  compile=self.p["compile"], backend=self.p["backend"],
-                                                  threads=threads)
+            predictor = self._predictor_factory(path, device=self.p["device"], precision=self.p["precision"],
+                                                compile=self.p["compile"], backend=self.p["backend"],
+                                                threads=threads)
         except CheckpointError as exc:
             raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
         except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
@@ -221,14 +248,6 @@ class PerceptionNode(LifecycleNode):
             raise NodeStartupError(f"model_path {path!r} loads but cannot run on {predictor.device}: "
                                    f"{_first_line(exc)}") from None
         return predictor
-
-    def _set_inference_threads(self) -> int:
-        """Threads for inference (torch's, and ONNX Runtime's through the Predictor)."""
-        import torch
-
-        threads = self.p["inference_threads"] or default_inference_threads()
-        torch.set_num_threads(threads)
-        return threads
 
     def _input_size(self) -> tuple[int, int]:
         return tuple(self.predictor.input_size)
@@ -292,9 +311,8 @@ class PerceptionNode(LifecycleNode):
             self._outputs = None
         self._pool.clear()
         device = str(getattr(self.predictor, "device", ""))
-        if self.predictor is not None and self.predictor is not self._given_predictor:
-            if hasattr(self.predictor, "close"):
-                self.predictor.close()
+        if self.predictor is not None:
+            self.predictor.close()
         self.predictor = None
         gc.collect()
         if device.startswith("cuda"):
