@@ -144,7 +144,8 @@ class PerceptionNode(LifecycleNode):
         self._graph_timer: Any = None
         self._warned_problem: Optional[str] = None
         self._locked_size: Optional[tuple[int, int]] = None
-        self.lifecycle_state = "unconfigured"
+        # A plain publisher, not a lifecycle one: /diagnostics reports the node in every state (unconfigured and
+        # inactive included, e.g. why configure failed), where a lifecycle publisher would stay silent.
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -152,6 +153,14 @@ class PerceptionNode(LifecycleNode):
                                              clock=self._steady)
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def lifecycle_state(self) -> str:
+        """rclpy's current state label (unconfigured, inactive, active, configuring, ...), never a copy.
+
+        rclpy has no public getter; its get_state service reads this same state machine.
+        """
+        return self._state_machine.current_state[1]
 
     def start(self) -> bool:
         """Configure and activate (what `autostart` does); False when configuring failed."""
@@ -175,37 +184,34 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"configure failed unexpectedly: {type(exc).__name__}: {_first_line(exc)}\n"
                                     + traceback.format_exc())
             return TransitionCallbackReturn.FAILURE
-        self.lifecycle_state = "inactive"
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._activate()
-        self.lifecycle_state = "active"
-        return TransitionCallbackReturn.SUCCESS
+        # The base class enables the output publishers; first, so that the worker's first results are not dropped.
+        result = super().on_activate(state)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._activate()
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self.lifecycle_state = "inactive"
+        self._deactivate()  # the worker stops before the base class disables the output publishers
         self.get_logger().info("inactive: not taking frames (the model stays loaded)")
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_model()
-        self.lifecycle_state = "unconfigured"
         self.get_logger().info("unconfigured: model released")
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self._release_model()
-        self.lifecycle_state = "finalized"
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self._release_model()
-        self.lifecycle_state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_error(state)
 
     # ------------------------------------------------------------------ configure / activate
 
@@ -373,7 +379,8 @@ class PerceptionNode(LifecycleNode):
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         changes = {}
-        configured = self.lifecycle_state in ("inactive", "active")
+        # Transition states count as configured: a configure parameter must not change under a transition.
+        configured = self.lifecycle_state not in ("unconfigured", "finalized")
         for param in params:
             spec = SPEC_BY_NAME.get(param.name)
             if spec is None:  # use_sim_time, qos_overrides and other parameters rclpy manages itself
