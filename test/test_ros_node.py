@@ -1,12 +1,12 @@
-"""The perception node as a real process, talked to over DDS from this test process.
+"""The perception node as a real process with a real model, talked to over DDS from this test process.
 
-Checks what users see: camera images (raw with padding, and compressed) give depth
-(32FC1 metres), semantic (mono8), semantic_color and overlay (rgb8) and points, with
-the input's header and size; depth equals the Predictor's own output scaled by the
-checkpoint's depth encoding; bad frames are skipped with a warning and the next good
-frame is processed; run-time parameter changes apply or are refused with a reason;
-/diagnostics reports the pipeline; Ctrl-C ends the node cleanly. Every encoding's
-conversion is covered by the unit tests of the converters; over DDS two kinds suffice.
+Checks what users see end to end: camera images (raw with padding, and compressed)
+give depth (32FC1 metres), semantic (mono8), semantic_color and overlay (rgb8) and
+points, with the input's header and size; depth equals the Predictor's own output
+scaled by the checkpoint's depth encoding; Ctrl-C and SIGTERM end the node cleanly.
+The node's own logic (bad frames, parameters, /diagnostics, outputs nobody listens
+to, transitions) is tested in-process with a fake predictor (test_node_inprocess.py);
+every encoding's conversion by the converters' unit tests; over DDS two kinds suffice.
 Each test stands alone: it makes its own subscriptions and counts only its own frames.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ import pytest
 pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e .[ros])")
 pytest.importorskip("torch", reason="needs torch for the Predictor")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from ros_helpers import (  # noqa: E402
     Collector,
     NodeProcess,
@@ -32,7 +31,6 @@ from ros_helpers import (  # noqa: E402
     make_checkpoint_variant,
     make_image_msg,
     publish_until,
-    set_parameters,
     stamp_key,
     synthetic_street,
 )
@@ -192,135 +190,6 @@ def test_points_and_depth_camera_info(ros, node, io, reference):
     colours = rgb[vs, us].astype(np.uint32)
     np.testing.assert_array_equal(points["rgb"], (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2])
     assert points["label"].max() < len(reference.class_names)
-
-
-def bad_frames(ros):
-    good = synthetic_street(8, 8)
-    short = make_image_msg(good, "rgb8", stamp=ros.stamp())
-    short.data = short.data[:-10]
-    narrow = make_image_msg(good, "rgb8", stamp=ros.stamp())
-    narrow.step = 8
-    cases = [
-        (Image(height=4, width=4, encoding="weird8", step=16, data=array.array("B", bytes(64))),
-         "unknown image encoding 'weird8'"),
-        (make_image_msg(np.zeros((4, 4), np.uint16), "mono16"), "'mono16' is a 16-bit image"),
-        (make_image_msg(np.zeros((4, 4), np.uint16), "16UC1"), "'16UC1' is a 16-bit image"),
-        (short, "the message is truncated"),
-        (narrow, "step 8 is smaller"),
-        (Image(height=0, width=0, encoding="rgb8", step=0), "zero-sized image (0x0)"),
-        (Image(height=20000, width=20000, encoding="rgb8", step=60000, data=array.array("B", bytes(1000))),
-         "20000x20000 = 400 Mpx"),
-    ]
-    for index, (msg, _) in enumerate(cases):
-        msg.header.stamp = ros.stamp(1000.0 + index)
-    return cases
-
-
-def test_bad_frames_are_skipped_with_a_reason_and_the_node_goes_on(ros, node, io, reference):
-    pub, _, collector = io
-    for msg, words in bad_frames(ros):
-        publish_until(ros, lambda: pub.publish(msg), lambda: words in node.output(), timeout=30,
-                      what=f"the warning {words!r}")
-        assert node.alive()
-    for msg, _ in bad_frames(ros):
-        assert not collector.has(msg.header.stamp, topics(node, ["depth"]))
-    rgb = synthetic_street(HEIGHT, WIDTH, seed=11)
-    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="after_bad")
-    check_outputs(send(ros, node, io, msg), msg.header.stamp, "after_bad", rgb, reference)
-    assert node.alive()
-    assert "Traceback" not in node.output()
-
-
-def test_parameters_apply_at_run_time_or_are_refused_with_a_reason(ros, node, io, reference):
-    fqn = f"{node.namespace}/perception_node"
-    results = set_parameters(ros, fqn, {"overlay_alpha": 0.0, "max_depth": 5.0})
-    assert all(r.successful for r in results), [r.reason for r in results]
-    rgb = synthetic_street(HEIGHT, WIDTH, seed=5)
-    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="params")
-    out = send(ros, node, io, msg)
-    depth, _ = check_outputs(out, msg.header.stamp, "params", rgb, reference, max_depth=5.0, alpha=0.0)
-    assert np.nanmax(depth) <= 5.0
-    np.testing.assert_array_equal(image_to_array(out["overlay"]), rgb)
-
-    (model,) = set_parameters(ros, fqn, {"model_path": "/elsewhere.pt"})
-    assert not model.successful and "ros2 lifecycle set" in model.reason and "cleanup" in model.reason
-    (compressed,) = set_parameters(ros, fqn, {"compressed_input": True})
-    assert not compressed.successful and "configured" in compressed.reason
-    (alpha,) = set_parameters(ros, fqn, {"overlay_alpha": 1.5})
-    assert not alpha.successful
-    (stride,) = set_parameters(ros, fqn, {"points_stride": "two"})
-    assert not stride.successful
-
-    results = set_parameters(ros, fqn, {"overlay_alpha": 0.5, "max_depth": 100.0, "publish_overlay": False})
-    assert all(r.successful for r in results)
-    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="no_overlay")
-    send(ros, node, io, msg, names=("depth", "semantic"))
-    ros.spin_for(0.5)
-    assert not io[2].has(msg.header.stamp, topics(node, ["overlay"]))
-    (back,) = set_parameters(ros, fqn, {"publish_overlay": True})
-    assert back.successful
-
-
-def node_status(ros, node, predicate, timeout=30):
-    found = {}
-    name = f"{node.namespace}/perception_node: perception"
-
-    def on_diag(msg):
-        for status in msg.status:
-            if status.name == name:
-                found["values"] = {kv.key: kv.value for kv in status.values}
-                found["status"] = status
-
-    sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    try:
-        ros.wait_for(lambda: "values" in found and predicate(found["values"]), timeout, f"diagnostics of {name}")
-    finally:
-        ros.node.destroy_subscription(sub)
-    return found["status"], found["values"]
-
-
-def test_diagnostics_report_the_pipeline(ros, node, io, reference):
-    pub, _, collector = io
-    _, before = node_status(ros, node, lambda v: True)
-    bad, _ = bad_frames(ros)[1]
-
-    def rejected(values):
-        pub.publish(bad)
-        return int(values["frames_rejected"]) > int(before["frames_rejected"])
-
-    node_status(ros, node, rejected)
-    rgb = synthetic_street(HEIGHT, WIDTH, seed=12)
-    msg = make_image_msg(rgb, "rgb8", stamp=ros.stamp(), frame_id="diagnostics")
-    send(ros, node, io, msg, names=("depth",))
-    status, values = node_status(ros, node, lambda v: int(v["frames_processed"]) > int(before["frames_processed"]))
-    assert int(values["frames_received"]) >= int(values["frames_processed"]) + int(values["frames_rejected"])
-    assert "16-bit" in values["last_problem"]
-    assert values["lifecycle_state"] == "active" and values["frames_lost_in_transport"] == "0"
-    assert values["device"] == "cpu" and values["precision"] == "fp32"
-    assert float(values["inference_ms_p50"]) > 0 and float(values["inference_ms_p95"]) >= float(
-        values["inference_ms_p50"])
-    assert float(values["latency_ms_p50"]) > 0 and float(values["processing_ms_p50"]) > 0
-    assert values["input_topic"] == node.topic("image_raw")
-    assert {"input_rate_hz", "output_rate_hz", "frames_dropped"} <= set(values)
-    assert status.hardware_id == "cpu"
-
-
-def test_no_subscriber_means_no_inference(ros, node, publishers):
-    """With nobody listening to any output the node skips the model (counted, not dropped)."""
-    pub, _ = publishers
-    for name in ["depth", "semantic", "semantic_color", "overlay", "points", "depth/camera_info"]:
-        ros.wait_for(lambda: ros.node.count_subscribers(node.topic(name)) == 0, 20, f"no subscriber on {name}")
-    _, before = node_status(ros, node, lambda v: True)
-    msg = make_image_msg(synthetic_street(HEIGHT, WIDTH), "rgb8", stamp=ros.stamp())
-    skipped = int(before["frames_skipped_no_subscriber"])
-    processed = int(before["frames_processed"])
-
-    def check(values):
-        pub.publish(msg)
-        return int(values["frames_skipped_no_subscriber"]) > skipped
-
-    _, after = node_status(ros, node, check)
-    assert int(after["frames_processed"]) == processed
 
 
 def test_ctrl_c_ends_the_node_cleanly(ros, checkpoints):

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from rclpy.event_handler import PublisherEventCallbacks
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from mtan_ros.ros.camera import qos
@@ -57,19 +57,22 @@ class MessagePool:
 class OutputPublishers:
     """The reliable output publishers (created when configured) and which outputs anyone wants.
 
+    They are lifecycle publishers: the node's transitions enable them on activate and
+    disable them on deactivate, so nothing is published by a node that is not active.
+
     ``on_incompatible(topic, policy)`` hears of subscribers that cannot match an
     output (e.g. one asking for transient-local durability): without it they would
     simply never receive anything.
     """
 
-    def __init__(self, node: Node, on_incompatible: Optional[Callable[[str, str], None]] = None) -> None:
+    def __init__(self, node: LifecycleNode, on_incompatible: Optional[Callable[[str, str], None]] = None) -> None:
         self._node = node
         out_qos = qos.output_qos()
         self._on_incompatible = on_incompatible
         self.publishers = {}
         for name, (kind, _) in OUTPUTS.items():
             events = PublisherEventCallbacks(incompatible_qos=lambda event, name=name: self._incompatible(name, event))
-            self.publishers[name] = node.create_publisher(kind, name, out_qos, event_callbacks=events)
+            self.publishers[name] = node.create_lifecycle_publisher(kind, name, out_qos, event_callbacks=events)
 
     def _incompatible(self, name: str, event: Any) -> None:
         if self._on_incompatible is not None and name in self.publishers:
@@ -94,5 +97,5 @@ class OutputPublishers:
 
     def destroy(self) -> None:
         for publisher in self.publishers.values():
-            self._node.destroy_publisher(publisher)
+            self._node.destroy_lifecycle_publisher(publisher)
         self.publishers.clear()

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtan_ros.bags.messages import stamp_ns
 from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR, first_line
-from mtan_ros.errors import ConfigError, ImageConversionError, NodeStartupError
+from mtan_ros.errors import CheckpointError, ConfigError, ImageConversionError, NodeStartupError
 from mtan_ros.imaging.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
 from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
 from mtan_ros.pipeline.frame_slot import LatestFrameSlot
@@ -64,6 +64,9 @@ from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, 
 from mtan_ros.ros.node.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
 from mtan_ros.ros.node_main import run_node
 from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
+
+if TYPE_CHECKING:
+    from mtan_ros.inference import Predictor
 
 # End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
@@ -86,17 +89,44 @@ def default_inference_threads(cpu_count: Optional[int] = None, environ: Optional
     return cpu_count or os.cpu_count() or 1
 
 
+class PredictorFactory(Protocol):
+    """Makes the node's predictor when it is configured, from model_path and the configure parameters.
+
+    The node owns what it returns (cleanup closes it). A seam for tests and tools that
+    need the node without a checkpoint; CheckpointError, ValueError, RuntimeError and
+    ImportError it raises become one-line configure refusals.
+    """
+
+    def __call__(self, path: str, *, device: str, precision: str, compile: bool, backend: str,
+                 threads: int) -> "Predictor": ...
+
+
+def load_checkpoint_predictor(path: str, *, device: str, precision: str, compile: bool, backend: str,
+                              threads: int) -> "Predictor":
+    """The default PredictorFactory: Predictor.from_checkpoint, with torch's CPU threads set first.
+
+    torch is imported here, so that only a node that really loads a model pays for it.
+    """
+    import torch
+
+    from mtan_ros.inference import Predictor
+
+    torch.set_num_threads(threads)
+    return Predictor.from_checkpoint(path, device=device, precision=precision, compile=compile, backend=backend,
+                                     threads=threads)
+
+
 class PerceptionNode(LifecycleNode):
     """Subscribes a camera, runs the Predictor off the executor thread, publishes its results."""
 
-    def __init__(self, predictor: Any = None, **node_kwargs: Any) -> None:
-        """`predictor`: an already loaded Predictor (tests, benchmarks); by default model_path is loaded."""
+    def __init__(self, predictor_factory: PredictorFactory = load_checkpoint_predictor, **node_kwargs: Any) -> None:
+        """`predictor_factory` is called by each configure; `node_kwargs` go to rclpy's Node (context, ...)."""
         super().__init__(NODE_NAME, **node_kwargs)
         try:
             self.p = declare_parameters(self, SPECS, load_perception_defaults(node_name=self.get_name()))
         except ConfigError as exc:
             raise NodeStartupError(str(exc)) from None
-        self._given_predictor = predictor
+        self._predictor_factory = predictor_factory
         self.predictor: Any = None
         self._outputs: Optional[OutputPublishers] = None
         self._pool = MessagePool()
@@ -115,7 +145,8 @@ class PerceptionNode(LifecycleNode):
         self._graph_timer: Any = None
         self._warned_problem: Optional[str] = None
         self._locked_size: Optional[tuple[int, int]] = None
-        self.lifecycle_state = "unconfigured"
+        # A plain publisher, not a lifecycle one: /diagnostics reports the node in every state (unconfigured and
+        # inactive included, e.g. why configure failed), where a lifecycle publisher would stay silent.
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -123,6 +154,14 @@ class PerceptionNode(LifecycleNode):
                                              clock=self._steady)
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def lifecycle_state(self) -> str:
+        """rclpy's current state label (unconfigured, inactive, active, configuring, ...), never a copy.
+
+        rclpy has no public getter; its get_state service reads this same state machine.
+        """
+        return self._state_machine.current_state[1]
 
     def start(self) -> bool:
         """Configure and activate (what `autostart` does); False when configuring failed."""
@@ -146,42 +185,39 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"configure failed unexpectedly: {type(exc).__name__}: {first_line(exc)}\n"
                                     + traceback.format_exc())
             return TransitionCallbackReturn.FAILURE
-        self.lifecycle_state = "inactive"
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._activate()
-        self.lifecycle_state = "active"
-        return TransitionCallbackReturn.SUCCESS
+        # The base class enables the output publishers; first, so that the worker's first results are not dropped.
+        result = super().on_activate(state)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._activate()
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self.lifecycle_state = "inactive"
+        self._deactivate()  # the worker stops before the base class disables the output publishers
         self.get_logger().info("inactive: not taking frames (the model stays loaded)")
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release_model()
-        self.lifecycle_state = "unconfigured"
         self.get_logger().info("unconfigured: model released")
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self._release_model()
-        self.lifecycle_state = "finalized"
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self._release_model()
-        self.lifecycle_state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_error(state)
 
     # ------------------------------------------------------------------ configure / activate
 
     def _configure(self) -> None:
-        self.predictor = self._given_predictor if self._given_predictor is not None else self._load_predictor()
+        self.predictor = self._load_predictor()
         classes = len(self.predictor.class_names)
         if classes > MAX_CLASSES:
             raise NodeStartupError(
@@ -200,14 +236,11 @@ class PerceptionNode(LifecycleNode):
                 "parameter model_path is empty: pass the checkpoint to use, e.g. "
                 "`ros2 launch mtan_ros perception.launch.py model_path:=/path/to/checkpoint` or "
                 "`--ros-args -p model_path:=/path/to/checkpoint` (mtan-train and mtan-demo write checkpoints)")
-        from mtan_ros.errors import CheckpointError
-        from mtan_ros.inference import Predictor  # imports torch: only once the node really starts
-
-        threads = self._set_inference_threads()
+        threads = self.p["inference_threads"] or default_inference_threads()
         try:
-            predictor = Predictor.from_checkpoint(path, device=self.p["device"], precision=self.p["precision"],
-                                                  compile=self.p["compile"], backend=self.p["backend"],
-                                                  threads=threads)
+            predictor = self._predictor_factory(path, device=self.p["device"], precision=self.p["precision"],
+                                                compile=self.p["compile"], backend=self.p["backend"],
+                                                threads=threads)
         except CheckpointError as exc:
             raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
         except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
@@ -222,14 +255,6 @@ class PerceptionNode(LifecycleNode):
             raise NodeStartupError(f"model_path {path!r} loads but cannot run on {predictor.device}: "
                                    f"{first_line(exc)}") from None
         return predictor
-
-    def _set_inference_threads(self) -> int:
-        """Threads for inference (torch's, and ONNX Runtime's through the Predictor)."""
-        import torch
-
-        threads = self.p["inference_threads"] or default_inference_threads()
-        torch.set_num_threads(threads)
-        return threads
 
     def _input_size(self) -> tuple[int, int]:
         return tuple(self.predictor.input_size)
@@ -293,9 +318,8 @@ class PerceptionNode(LifecycleNode):
             self._outputs = None
         self._pool.clear()
         device = str(getattr(self.predictor, "device", ""))
-        if self.predictor is not None and self.predictor is not self._given_predictor:
-            if hasattr(self.predictor, "close"):
-                self.predictor.close()
+        if self.predictor is not None:
+            self.predictor.close()
         self.predictor = None
         gc.collect()
         if device.startswith("cuda"):
@@ -356,7 +380,8 @@ class PerceptionNode(LifecycleNode):
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         changes = {}
-        configured = self.lifecycle_state in ("inactive", "active")
+        # Transition states count as configured: a configure parameter must not change under a transition.
+        configured = self.lifecycle_state not in ("unconfigured", "finalized")
         for param in params:
             spec = SPEC_BY_NAME.get(param.name)
             if spec is None:  # use_sim_time, qos_overrides and other parameters rclpy manages itself
