@@ -22,6 +22,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
+from mtan_ros.common.text import quote
 from mtan_ros.errors import ConfigError
 from mtan_ros.ros import share
 
@@ -31,8 +32,6 @@ KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: 
 _PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                     float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
                     list: ParameterType.PARAMETER_STRING_ARRAY}
-# Longest user-given value quoted back in an error message.
-_QUOTE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,6 @@ class ParamSpec:
     def __post_init__(self) -> None:
         if self.applies not in APPLIES:
             raise ValueError(f"{self.name}: applies must be one of {APPLIES}, not {self.applies!r}")
-
-
-def quote(value: Any) -> str:
-    """repr() of a user-given value, cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
 
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
