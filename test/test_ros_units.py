@@ -458,6 +458,39 @@ def test_when_a_parameter_change_is_refused():
     assert ros_params.descriptor(startup).read_only and not ros_params.descriptor(runtime).read_only
 
 
+@pytest.mark.parametrize("module", ["mtan_ros.ros.replay.evaluator", "mtan_ros.ros.replay.synthetic_camera",
+                                    "mtan_ros.ros.replay.bag_player"])
+def test_every_nodes_double_parameters_stay_doubles_when_given_integers(module):
+    """`-p idle_timeout:=15` and a later integer set are stored as doubles, as declared (any node of the package)."""
+    import importlib
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    specs = importlib.import_module(module).SPECS
+    doubles = [spec for spec in specs if spec.kind is float]
+    assert doubles
+    overrides = [Parameter(spec.name, value=int(spec.range[1] if spec.range else 1)) for spec in doubles]
+    context = Context()
+    rclpy.init(context=context, domain_id=0)
+    try:
+        node = rclpy.create_node("doubles", context=context, parameter_overrides=overrides,
+                                 start_parameter_services=False)
+        values = ros_params.declare_parameters(node, specs)
+        for spec, given in zip(doubles, overrides):
+            stored = node.get_parameter(spec.name)
+            assert (stored.type_, stored.value, values[spec.name]) == (Parameter.Type.DOUBLE, given.value, given.value)
+            assert isinstance(values[spec.name], float)
+            assert node.describe_parameter(spec.name).type == Parameter.Type.DOUBLE.value
+            if not node.describe_parameter(spec.name).read_only:
+                (result,) = node.set_parameters([Parameter(spec.name, value=1)])
+                assert result.successful and node.get_parameter(spec.name).type_ == Parameter.Type.DOUBLE
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
 def test_throttle_thread_safety_smoke():
     throttle = Throttle(1000.0)
     hits = []
