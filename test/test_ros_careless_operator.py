@@ -14,12 +14,18 @@ pytest.importorskip("torch", reason="needs torch for the Predictor")
 
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from ros_helpers import (  # noqa: E402
+    Collector,
+    DiagnosticsWatch,
     NodeProcess,
     RosSession,
     change_state,
     lifecycle_state,
+    make_image_msg,
+    publish_until,
     set_parameters,
+    synthetic_street,
 )
+from sensor_msgs.msg import Image  # noqa: E402
 
 from mtan_ros.ros.node import perception_params  # noqa: E402
 
@@ -119,3 +125,53 @@ def test_a_string_or_an_out_of_range_integer_for_a_double_is_refused_with_the_re
     assert not huge.successful and "max_depth" in huge.reason and "10000" in huge.reason
     stored = get_parameter(ros, node, "max_depth")
     assert (stored.type, stored.double_value) == (ParameterType.PARAMETER_DOUBLE, before)
+
+
+# ---------------------------------------------------------------- 1: lock_input_size follows its parameter
+
+
+def test_lock_input_size_follows_its_parameter_at_once(ros, node):
+    """Set true, a 320x240 stream locks; false must release it at once, true lock again on the next frame."""
+    bring_to(ros, node, "active")
+    pub = ros.node.create_publisher(Image, node.topic("image_raw"), 10)
+    collector = Collector(ros, {node.topic("depth"): Image})
+    watch = DiagnosticsWatch(ros, node.fqn)
+    try:
+        ros.wait_for(lambda: pub.get_subscription_count() > 0 and collector.connected(), 60, "discovery")
+        watch.wait(lambda values: "frames_rejected" in values, 30)
+
+        def frame(width, height, seed):
+            return make_image_msg(synthetic_street(height, width, seed=seed), "rgb8", stamp=ros.stamp())
+
+        def answered(msg):
+            publish_until(ros, lambda: pub.publish(msg), lambda: collector.has(msg.header.stamp), timeout=60,
+                          what=f"depth for a {msg.width}x{msg.height} frame")
+            assert collector.get(node.topic("depth"), msg.header.stamp).width == msg.width
+
+        def refused(msg, locked):
+            before = watch.count("frames_rejected")
+            pub.publish(msg)
+            values = watch.wait(lambda v: int(v["frames_rejected"]) > before, 30, "the refusal")
+            assert (f"declares {msg.width}x{msg.height} but this topic delivers {locked[0]}x{locked[1]}"
+                    in values["last_problem"])
+            assert not collector.has(msg.header.stamp)
+
+        (locked,) = set_parameters(ros, node.fqn, {"lock_input_size": True})
+        assert locked.successful, locked.reason
+        answered(frame(320, 240, 1))
+        refused(frame(640, 480, 2), (320, 240))
+
+        (released,) = set_parameters(ros, node.fqn, {"lock_input_size": False})
+        assert released.successful, released.reason
+        answered(frame(640, 480, 3))                  # no deactivate/activate needed
+        answered(frame(320, 240, 4))
+
+        (relocked,) = set_parameters(ros, node.fqn, {"lock_input_size": True})
+        assert relocked.successful, relocked.reason
+        answered(frame(640, 480, 5))                  # the next frame sets the lock
+        refused(frame(320, 240, 6), (640, 480))
+    finally:
+        set_parameters(ros, node.fqn, {"lock_input_size": False})
+        watch.destroy()
+        collector.destroy()
+        ros.node.destroy_publisher(pub)

@@ -318,7 +318,7 @@ class PerceptionNode(LifecycleNode):
         """
         if isinstance(msg, CompressedImage):
             try:
-                check_compressed_msg(msg, max_pixels=self.p["max_input_pixels"], expected_size=self._locked_size)
+                check_compressed_msg(msg, max_pixels=self.p["max_input_pixels"], expected_size=self._expected_size())
             except ImageConversionError as exc:
                 self._stats.on_received(False)
                 self._reject(exc.kind, f"{self._image_sub.topic_name}: frame skipped: {exc}")
@@ -368,6 +368,8 @@ class PerceptionNode(LifecycleNode):
             if reason and value != self.p[spec.name]:
                 return SetParametersResult(successful=False, reason=reason)
             changes[spec.name] = value
+        if changes.get("lock_input_size", self.p["lock_input_size"]) != self.p["lock_input_size"]:
+            self._locked_size = None  # false releases the lock at once; true locks on the next frame
         self.p.update(changes)  # read by the worker per frame; each value is replaced atomically
         if "warning_period" in changes:
             self._throttle.period_s = changes["warning_period"]
@@ -426,9 +428,13 @@ class PerceptionNode(LifecycleNode):
         self._warn(kind, text)
         self._stats.on_rejected(text)
 
+    def _expected_size(self) -> Optional[tuple[int, int]]:
+        """The locked (height, width) while lock_input_size is true, else None: the lock follows its parameter."""
+        return self._locked_size if self.p["lock_input_size"] else None
+
     def _decode(self, msg: Any) -> np.ndarray:
         """H x W x 3 RGB of a camera frame; ImageConversionError if unusable."""
-        limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._locked_size}
+        limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._expected_size()}
         if isinstance(msg, CompressedImage):
             return compressed_msg_to_rgb(msg, **limits)
         return image_msg_to_rgb(msg, **limits)

@@ -43,7 +43,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("max_input_pixels", int, "Images declaring more pixels than this are refused before anything is "
               "allocated (raise it for cameras above 12.6 Mpx).", range=(1, 1_000_000_000)),
     ParamSpec("lock_input_size", bool, "Refuse frames whose size differs from the first frame after activation "
-              "(for cameras that never change resolution; guards against malformed or hostile frames)."),
+              "or after it is set true (for cameras that never change resolution; guards against malformed or "
+              "hostile frames); false releases the lock at once."),
     ParamSpec("output_resolution", str, "camera: outputs at the camera image's size; model: at the network's "
               "input size (depth/camera_info and points use scaled intrinsics), far cheaper for large cameras.",
               choices=("camera", "model")),
