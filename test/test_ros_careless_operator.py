@@ -127,6 +127,33 @@ def test_a_string_or_an_out_of_range_integer_for_a_double_is_refused_with_the_re
     assert (stored.type, stored.double_value) == (ParameterType.PARAMETER_DOUBLE, before)
 
 
+# ---------------------------------------------------------------- 5: unbounded echo
+
+
+def test_a_huge_model_path_is_quoted_briefly_in_the_configure_error(ros, node):
+    """A 100 KB model_path was quoted in full, twice, in one 200,178-character ERROR line."""
+    bring_to(ros, node, "unconfigured")
+    huge = "/tmp/" + "m" * 100_000 + "/model.pt"
+    (result,) = set_parameters(ros, node.fqn, {"model_path": huge})
+    assert result.successful, result.reason
+    try:
+        start = len(node.output())
+        assert not change_state(ros, node.fqn, "configure")
+        out = node.wait_for_output("cannot load model_path")[start:]
+        line = next(line for line in out.splitlines() if "cannot load model_path" in line)
+        assert len(line) < 1000, f"{len(line)} characters"
+        assert f"({len(huge)} characters)" in line and "model.pt" in line
+        assert max(len(line) for line in out.splitlines()) < 1000
+    finally:
+        (restored,) = set_parameters(ros, node.fqn, {"model_path": node.model_path})
+        assert restored.successful, restored.reason
+
+
+def test_a_huge_value_refused_by_the_parameter_service_is_quoted_briefly(ros, node):
+    (result,) = set_parameters(ros, node.fqn, {"precision": "f" * 100_000})
+    assert not result.successful and "precision" in result.reason and len(result.reason) < 300
+
+
 # ---------------------------------------------------------------- 1: lock_input_size follows its parameter
 
 

@@ -47,6 +47,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from mtan_ros.common.text import quote, quote_path
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError, NodeStartupError
 from mtan_ros.ros.camera import qos
 from mtan_ros.ros.camera import transport
@@ -184,12 +185,13 @@ class PerceptionNode(LifecycleNode):
         classes = len(self.predictor.class_names)
         if classes > MAX_CLASSES:
             raise NodeStartupError(
-                f"model_path {self.p['model_path']!r} has {classes} classes, but semantic is published as mono8 "
-                f"class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
+                f"model_path {quote_path(self.p['model_path'])} has {classes} classes, but semantic is published as "
+                f"mono8 class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
         self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
         self._outputs = OutputPublishers(self, on_incompatible=self._on_output_incompatible)
+        model = quote_path(self.p["model_path"]) if self.p["model_path"] else "<given>"
         self.get_logger().info(
-            f"configured: model {self.p['model_path'] or '<given>'} on {self.predictor.device}, "
+            f"configured: model {model} on {self.predictor.device}, "
             f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}")
 
     def _load_predictor(self) -> Any:
@@ -208,17 +210,17 @@ class PerceptionNode(LifecycleNode):
                                                   compile=self.p["compile"], backend=self.p["backend"],
                                                   threads=threads)
         except CheckpointError as exc:
-            raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
+            raise NodeStartupError(f"cannot load model_path {quote_path(path)}: {exc}") from None
         except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
             raise NodeStartupError(
-                f"cannot start the model from {path!r} on device={self.p['device']!r} "
+                f"cannot start the model from {quote_path(path)} on device={quote(self.p['device'])} "
                 f"precision={self.p['precision']!r} backend={self.p['backend']!r}: {_first_line(exc)}") from None
         # One inference now, so the first camera frame does not pay for lazy initialisation.
         height, width = predictor.input_size
         try:
             predictor(np.zeros((height, width, 3), np.uint8))
         except (ValueError, RuntimeError) as exc:
-            raise NodeStartupError(f"model_path {path!r} loads but cannot run on {predictor.device}: "
+            raise NodeStartupError(f"model_path {quote_path(path)} loads but cannot run on {predictor.device}: "
                                    f"{_first_line(exc)}") from None
         return predictor
 

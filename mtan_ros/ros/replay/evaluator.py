@@ -44,6 +44,7 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
+from mtan_ros.common.text import quote_path
 from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError
 from mtan_ros.evaluation.replay import ReplayEvaluator, format_report
@@ -206,7 +207,7 @@ class EvaluatorNode(Node):
             try:
                 meta = load_checkpoint(self.p["model_path"]).meta
             except CheckpointError as exc:
-                raise EvaluatorError(f"cannot read model_path {self.p['model_path']!r}: {exc}") from None
+                raise EvaluatorError(f"cannot read model_path {quote_path(self.p['model_path'])}: {exc}") from None
             names, colors = list(meta.class_names), [tuple(c) for c in meta.class_colors]
         elif bag.get("class_names"):
             names, colors = list(bag["class_names"]), [tuple(c) for c in bag.get("class_colors", [])] or None
