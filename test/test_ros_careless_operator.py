@@ -7,6 +7,8 @@ node's own parameter services, as `ros2 param set/get/describe` do.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e .[ros])")
@@ -127,7 +129,7 @@ def test_a_string_or_an_out_of_range_integer_for_a_double_is_refused_with_the_re
     assert (stored.type, stored.double_value) == (ParameterType.PARAMETER_DOUBLE, before)
 
 
-# ---------------------------------------------------------------- 5: unbounded echo
+# ---------------------------------------------------------------- 5: unbounded echo, thread count
 
 
 def test_a_huge_model_path_is_quoted_briefly_in_the_configure_error(ros, node):
@@ -152,6 +154,21 @@ def test_a_huge_model_path_is_quoted_briefly_in_the_configure_error(ros, node):
 def test_a_huge_value_refused_by_the_parameter_service_is_quoted_briefly(ros, node):
     (result,) = set_parameters(ros, node.fqn, {"precision": "f" * 100_000})
     assert not result.successful and "precision" in result.reason and len(result.reason) < 300
+
+
+def test_inference_threads_is_bounded_by_the_cores(ros, node):
+    """1024 threads were accepted (configure then took 6.5 s instead of 0.2 s); at most 4 per core now."""
+    bring_to(ros, node, "unconfigured")
+    cores = len(os.sched_getaffinity(0))
+    try:
+        for threads in (1024, 4 * cores + 1):
+            (too_many,) = set_parameters(ros, node.fqn, {"inference_threads": threads})
+            assert not too_many.successful and str(4 * cores) in too_many.reason, threads
+        (most,) = set_parameters(ros, node.fqn, {"inference_threads": 4 * cores})
+        assert most.successful, most.reason
+        assert describe_parameter(ros, node, "inference_threads").integer_range[0].to_value == 4 * cores
+    finally:
+        set_parameters(ros, node.fqn, {"inference_threads": 0})
 
 
 # ---------------------------------------------------------------- 1: lock_input_size follows its parameter
