@@ -127,6 +127,7 @@ def test_a_string_or_an_out_of_range_integer_for_a_double_is_refused_with_the_re
     assert not huge.successful and "max_depth" in huge.reason and "10000" in huge.reason
     stored = get_parameter(ros, node, "max_depth")
     assert (stored.type, stored.double_value) == (ParameterType.PARAMETER_DOUBLE, before)
+    assert describe_parameter(ros, node, "max_depth").type == ParameterType.PARAMETER_DOUBLE
 
 
 # ---------------------------------------------------------------- 5: unbounded echo, thread count
