@@ -11,12 +11,11 @@ import ctypes
 import sys
 from typing import Any
 
+from mtan_ros.common.text import quote  # noqa: F401 (re-exported: the converters quote with it)
 from mtan_ros.errors import ImageConversionError
 
 # A real camera's largest frame (4096 x 3072, 12.6 Mpx); the node's max_input_pixels overrides it.
 DEFAULT_MAX_PIXELS = 4096 * 3072
-# Sender-provided strings are quoted at most this long (plus an ellipsis and the full length).
-QUOTE_LIMIT = 64
 
 # Every ImageConversionError.kind the converters raise, with what it means.
 REFUSAL_KINDS: dict[str, str] = {
@@ -41,14 +40,6 @@ REFUSAL_KINDS: dict[str, str] = {
     "png.corrupt": "PNG data with a bad chunk, CRC, header or image data",
     "png.truncated": "PNG data that ends before its IEND chunk",
 }
-
-
-def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """repr(text), cut to about `limit` characters with '...' and the full length when longer."""
-    shown = repr(text[:limit])
-    if len(text) <= limit and len(shown) <= limit + 2:
-        return shown
-    return f"{shown[:limit - 3]}... ({len(text)} characters)"
 
 
 def _mpx(pixels: int) -> str:

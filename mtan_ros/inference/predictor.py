@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtan_ros.common.text import quote_path
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.inference.backends import BACKENDS, DTYPES, OnnxRuntimeBackend, TorchBackend
 from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
@@ -312,7 +313,7 @@ class Predictor:
                         **options) -> "Predictor":
         """Load a checkpoint written by `mtan-train`; raises CheckpointError with a one-line reason."""
         checkpoint = load_checkpoint(path)
-        model = build_model_from_checkpoint(checkpoint, source=f"checkpoint '{path}'")
+        model = build_model_from_checkpoint(checkpoint, source=f"checkpoint {quote_path(path)}")
         return cls(model, checkpoint.meta, device=device, precision=precision, **options)
 
     @property

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Iterator
 
 from mtan_ros.common.files import atomic_write
 from mtan_ros.common.files import remove_stale_temporaries  # noqa: F401 (re-exported)
+from mtan_ros.common.text import quote_path
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.errors import CheckpointError  # noqa: F401 (re-exported)
 
@@ -240,21 +241,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         payload = _torch_load(path, handle, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
-            f"'{path}' is a PyTorch file but not an mtan_ros checkpoint (no '{FORMAT}' marker); a reference-code "
-            "state dict can be converted with mtan_ros.model.load_official_state_dict")
+            f"{quote_path(path)} is a PyTorch file but not an mtan_ros checkpoint (no '{FORMAT}' marker); a "
+            "reference-code state dict can be converted with mtan_ros.model.load_official_state_dict")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint '{path}' has format version {payload.get('version')!r:.20}; "
+        raise CheckpointError(f"checkpoint {quote_path(path)} has format version {payload.get('version')!r:.20}; "
                               f"this mtan_ros reads version {VERSION}")
     try:
         meta = CheckpointMeta.from_dict(payload["meta"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         detail = f"missing {exc}" if isinstance(exc, KeyError) else _one_line(str(exc))
-        raise CheckpointError(f"checkpoint '{path}' has invalid metadata: {detail}; {_GET_ONE}") from None
+        raise CheckpointError(f"checkpoint {quote_path(path)} has invalid metadata: {detail}; {_GET_ONE}") from None
     state_dict = payload.get("state_dict")
     if not isinstance(state_dict, dict) or not state_dict:
-        raise CheckpointError(f"checkpoint '{path}' has no weights; {_GET_ONE}")
+        raise CheckpointError(f"checkpoint {quote_path(path)} has no weights; {_GET_ONE}")
     checkpoint = Checkpoint(meta=meta, state_dict=state_dict, training_state=payload.get("training_state"))
-    check_weights(checkpoint, source=f"checkpoint '{path}'")
+    check_weights(checkpoint, source=f"checkpoint {quote_path(path)}")
     return checkpoint
 
 
@@ -384,17 +385,18 @@ def _open_regular_file(path: Path) -> Iterator[BinaryIO]:
     """The file opened for reading, after checking (with fstat, on that descriptor) that it is a regular file."""
     kind = _file_kind(path)  # stat only: FIFOs and devices are never opened
     if kind is not None:
-        raise CheckpointError(f"checkpoint '{path}' is {kind}, not a checkpoint file; {_hint_for(path)}")
+        raise CheckpointError(f"checkpoint {quote_path(path)} is {kind}, not a checkpoint file; {_hint_for(path)}")
     try:
         # O_NONBLOCK: should the path have become a FIFO since the stat, open() must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise CheckpointError(f"checkpoint '{path}' cannot be opened ({exc.strerror}); check its "
+        raise CheckpointError(f"checkpoint {quote_path(path)} cannot be opened ({exc.strerror}); check its "
                               "permissions or choose another file") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise CheckpointError(f"checkpoint '{path}' is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, "
+        raise CheckpointError(f"checkpoint {quote_path(path)} is "
+                              f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, "
                               f"not a checkpoint file; {_hint_for(path)}")
     os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as handle:
@@ -407,17 +409,18 @@ def _file_kind(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
-            raise CheckpointError(f"checkpoint '{path}' is a symlink to '{os.readlink(path)}', which does not "
+            raise CheckpointError(f"checkpoint {quote_path(path)} is a symlink to {quote_path(os.readlink(path))}, "
+                                  "which does not "
                                   f"exist; {_NOT_FOUND}") from None
-        raise CheckpointError(f"checkpoint '{path}' not found; {_NOT_FOUND}") from None
+        raise CheckpointError(f"checkpoint {quote_path(path)} not found; {_NOT_FOUND}") from None
     except OSError as exc:
-        raise CheckpointError(f"checkpoint '{path}' cannot be examined ({exc.strerror}); check the path and "
+        raise CheckpointError(f"checkpoint {quote_path(path)} cannot be examined ({exc.strerror}); check the path and "
                               "its folders' permissions") from None
     if stat.S_ISREG(mode):
         return None
     kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
     if os.path.islink(path):
-        kind += f" (a symlink to '{os.path.realpath(path)}')"
+        kind += f" (a symlink to {quote_path(os.path.realpath(path))})"
     return kind
 
 
@@ -425,7 +428,7 @@ def _hint_for(path: Path) -> str:
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
-                return f"pass the file inside it, e.g. '{path / name}'"
+                return f"pass the file inside it, e.g. {quote_path(path / name)}"
     return f"set it to a .pt file written by `mtan-train` ({_NOT_FOUND})"
 
 
@@ -440,28 +443,33 @@ def _check_container(path: Path, handle: BinaryIO) -> None:
     head = handle.read(512)
     handle.seek(0)
     if not head.startswith(b"PK"):
-        raise CheckpointError(f"'{path}' is not a PyTorch checkpoint ({_what_is(head, size)}); "
+        raise CheckpointError(f"{quote_path(path)} is not a PyTorch checkpoint ({_what_is(head, size)}); "
                               f"{_GET_ONE}")
     try:
         with zipfile.ZipFile(handle) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated (a zip archive without a readable "
+        raise CheckpointError(f"checkpoint {quote_path(path)} is corrupt or truncated (a zip archive without a "
+                              "readable "
                               f"index: {_one_line(str(exc)) or type(exc).__name__}); re-copy it or use the other "
                               "of last.pt/best.pt") from None
     finally:
         handle.seek(0)
     names = [e.filename for e in entries]
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-        raise CheckpointError(f"'{path}' is a TorchScript archive (torch.jit.save), not a checkpoint; {_GET_ONE}")
+        raise CheckpointError(f"{quote_path(path)} is a TorchScript archive (torch.jit.save), not a checkpoint; "
+                              f"{_GET_ONE}")
     if not any(n.endswith("data.pkl") for n in names):
-        raise CheckpointError(f"'{path}' is not a PyTorch checkpoint (a zip archive without data.pkl); {_GET_ONE}")
+        raise CheckpointError(f"{quote_path(path)} is not a PyTorch checkpoint (a zip archive without data.pkl); "
+                              f"{_GET_ONE}")
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
-        raise CheckpointError(f"'{path}' is not a PyTorch checkpoint (a zip archive with compressed entries, which "
+        raise CheckpointError(f"{quote_path(path)} is not a PyTorch checkpoint (a zip archive with compressed "
+                              "entries, which "
                               f"torch.save never writes); {_GET_ONE}")
     declared = sum(e.file_size for e in entries)
     if declared > size or any(e.header_offset + e.file_size > size for e in entries):
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated (its index declares {declared} bytes "
+        raise CheckpointError(f"checkpoint {quote_path(path)} is corrupt or truncated (its index declares "
+                              f"{declared} bytes "
                               f"of data in a {size}-byte file); re-copy it or use the other of last.pt/best.pt")
 
 
@@ -493,14 +501,14 @@ def _torch_load(path: Path, handle: BinaryIO, map_location: Any) -> Any:
         reason = _unpickling_reason(exc)
         if any(word in reason for word in ("GLOBAL", "allowlist", "add_safe_globals", "must be imported")):
             raise CheckpointError(
-                f"checkpoint '{path}' holds objects that are not plain tensors or containers and was refused "
+                f"checkpoint {quote_path(path)} holds objects that are not plain tensors or containers and was refused "
                 f"for safety ({reason}); {_GET_ONE}") from None
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated (unreadable contents: {reason}); "
+        raise CheckpointError(f"checkpoint {quote_path(path)} is corrupt or truncated (unreadable contents: {reason}); "
                               "re-copy it or use the other of last.pt/best.pt") from None
     except Exception as exc:  # torch raises many types for damaged files; all mean the same here
         detail = _one_line(str(exc))[:200] or "no detail"
         raise CheckpointError(
-            f"checkpoint '{path}' is corrupt or truncated ({type(exc).__name__}: {detail}); "
+            f"checkpoint {quote_path(path)} is corrupt or truncated ({type(exc).__name__}: {detail}); "
             "re-copy it or use the other of last.pt/best.pt") from None
 
 

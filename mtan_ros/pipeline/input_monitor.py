@@ -15,17 +15,27 @@ reports, and gaps in each publisher's sequence numbers. The second catches what
 the first misses: a reliable 2 Mpx camera at 30 Hz with ROS 2 defaults delivered
 22 of 150 frames here and Fast DDS reported none lost (its writer had overwritten
 the rest in its keep-last history).
+
+Losses are judged over the camera's most recent frames, not over a time window: a
+camera losing 4-11 of 30 frames at 10 Hz under load never lost 5 within one window
+of a few seconds, so a time-window rule (and one that waited for half to be lost)
+stayed silent while every one of them was counted.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-# A best-effort camera that loses more than this share of its frames (in a window of
-# warn_after_s) is told the fix; measured, a 2 Mpx one without the profile lost 27 %
-# and a half-and-half rule stayed silent. Other losses are reported above a half.
-BEST_EFFORT_LOSS_SHARE = 0.2
+# Transport losses warn, with the fix, when more than LOSS_WARN_SHARE of the last
+# LOSS_WINDOW_FRAMES frames the camera published (arrived + lost) were lost: more
+# than 3 of 30, for a reliable or a best-effort camera alike. The warning lasts until
+# at most LOSS_CLEAR_SHARE of that window is lost (1 of 30), so a loss rate near the
+# threshold warns once instead of on and off.
+LOSS_WINDOW_FRAMES = 30
+LOSS_WARN_SHARE = 0.10
+LOSS_CLEAR_SHARE = 0.05
 # Sequence numbers are tracked for this many publishers of the topic (the newest ones).
 MAX_PUBLISHERS = 16
 
@@ -60,7 +70,8 @@ class InputMonitor:
         self._unmatched_since: Optional[float] = None
         self._incompatible: Optional[tuple[float, str]] = None
         self._frame_shape: Optional[tuple[int, int]] = None
-        self._window = (clock(), 0, 0)  # (start, frames, lost) of the loss-rate window
+        self._recent: deque[bool] = deque(maxlen=LOSS_WINDOW_FRAMES)  # the latest frames published: True = lost
+        self._lost_in_recent = 0  # how much of `lost` has been entered in _recent
         self._last_lossy: Optional[InputProblem] = None
 
     # ---------------------------------------------------------------- what the node sees
@@ -73,6 +84,7 @@ class InputMonitor:
             self._matched_since, self._frames_at_match = now, self.frames
         elif matched == 0:
             self._matched_since = None
+            self._recent.clear()  # no camera now: its past losses say nothing about the next one
         self.matched = matched
         if self.offered and matched == 0:
             self._unmatched_since = self._unmatched_since if self._unmatched_since is not None else now
@@ -84,6 +96,11 @@ class InputMonitor:
     def on_frame(self, publisher: Any = None, sequence: Optional[int] = None) -> None:
         """A complete frame; `sequence` is its publisher's sequence number where the middleware gives one."""
         self.frames += 1
+        self._follow_sequence(publisher, sequence)
+        self._enter_losses()  # a gap in the sequence: those frames were published before this one
+        self._recent.append(False)
+
+    def _follow_sequence(self, publisher: Any, sequence: Optional[int]) -> None:
         if sequence is None:
             return
         last = self._last_sequence.get(publisher)
@@ -99,6 +116,7 @@ class InputMonitor:
     def on_lost(self, total_for_subscription: int) -> None:
         """The middleware's running count of lost messages for the current subscription."""
         self.reported_lost = self._lost_base + int(total_for_subscription)
+        self._enter_losses()
 
     def on_new_subscription(self) -> None:
         """A subscription was re-created (its reported lost count starts again at 0)."""
@@ -109,6 +127,13 @@ class InputMonitor:
     def lost(self) -> int:
         """Frames published that never arrived: reported by the middleware or seen as sequence gaps."""
         return max(self.reported_lost, self.skipped_in_sequence)
+
+    def _enter_losses(self) -> None:
+        """Enter frames newly counted as lost in the window of recent frames (once, however they were seen)."""
+        new = self.lost - self._lost_in_recent
+        if new > 0:
+            self._recent.extend([True] * min(new, LOSS_WINDOW_FRAMES))
+            self._lost_in_recent = self.lost
 
     def on_incompatible(self, policy: str) -> None:
         self._incompatible = (self._clock(), policy)
@@ -127,7 +152,7 @@ class InputMonitor:
         if self._matched_since is not None and self.frames == self._frames_at_match \
                 and now - self._matched_since >= self.warn_after_s:
             return self._silent_problem(now - self._matched_since)
-        return self._lossy_problem(now)
+        return self._lossy_problem()
 
     def _incompatible_problem(self, now: float) -> InputProblem:
         policy = f" (incompatible {self._incompatible[1]})" if self._incompatible is not None else ""
@@ -146,19 +171,16 @@ class InputMonitor:
             return InputProblem(code, f"{what}. {cause}")
         return InputProblem("no_frames", f"{what}. Check that it is streaming (`ros2 topic hz {self.topic}`)")
 
-    def _lossy_problem(self, now: float) -> Optional[InputProblem]:
-        start, frames0, lost0 = self._window
-        frames, lost = self.frames - frames0, self.lost - lost0
-        if now - start < self.warn_after_s:
-            return self._last_lossy
-        self._window = (now, self.frames, self.lost)
+    def _lossy_problem(self) -> Optional[InputProblem]:
+        """More than 10 % of the last 30 frames lost (see LOSS_WARN_SHARE), until at most 5 % are."""
+        lost, published = sum(self._recent), len(self._recent)
+        share = LOSS_CLEAR_SHARE if self._last_lossy is not None else LOSS_WARN_SHARE
         problem = None
-        # The same causes (and fixes) as a silent camera: one warning when one turns into the other.
-        code, cause = self._transport_cause()
-        share = 0.5 if code == "lossy_reliable_camera" else BEST_EFFORT_LOSS_SHARE
-        if lost >= 5 and lost > share * (lost + frames):
-            problem = InputProblem(code, f"{self.topic}: {lost} of {lost + frames} frames in the last "
-                                         f"{now - start:.0f} s were lost in transport. {cause}")
+        if lost > share * LOSS_WINDOW_FRAMES:
+            # The same causes (and fixes) as a silent camera: one warning when one turns into the other.
+            code, cause = self._transport_cause()
+            problem = InputProblem(code, f"{self.topic}: {lost} of the last {published} frames were lost in "
+                                         f"transport. {cause}")
         self._last_lossy = problem
         return problem
 

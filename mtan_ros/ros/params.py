@@ -6,6 +6,9 @@ choices, and when a value takes effect:
 - "configure": read when a managed node is configured; a change is refused while it
   is configured (clean it up, set the value, configure again);
 - "startup": read once at start-up; declared read-only, so ROS itself refuses changes.
+A number parameter (kind float) stays a double whatever is typed: an integer given on
+the command line (`max_depth:=50`) or set later (`ros2 param set /node max_depth 60`)
+is stored as 50.0 / 60.0, so the declared type never changes under the user's feet.
 Default values live in one place per node: the perception node's in
 config/perception.yaml (which its launch file also passes, so `ros2 run` and
 `ros2 launch` agree), a tool node's in its spec table.
@@ -13,6 +16,7 @@ config/perception.yaml (which its launch file also passes, so `ros2 run` and
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -21,7 +25,9 @@ import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
+from mtan_ros.common.text import quote
 from mtan_ros.errors import ConfigError
 from mtan_ros.ros import share
 
@@ -31,8 +37,8 @@ KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: 
 _PARAMETER_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                     float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
                     list: ParameterType.PARAMETER_STRING_ARRAY}
-# Longest user-given value quoted back in an error message.
-_QUOTE_LIMIT = 64
+# Nodes whose integer values for double parameters are turned into doubles before they are set.
+_CONVERTING: "weakref.WeakSet[Node]" = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,11 @@ class ParamSpec:
             raise ValueError(f"{self.name}: applies must be one of {APPLIES}, not {self.applies!r}")
 
 
-def quote(value: Any) -> str:
-    """repr() of a user-given value, cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
-
-
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    """The ROS descriptor: type, description, range, read-only for start-up parameters.
+    """The ROS descriptor: type (static, so describe always shows it), description, range, read-only for start-up.
 
-    Floating-point parameters use dynamic typing so that `max_depth:=50` (an integer on
-    the command line) is accepted; `coerce` turns it into a float and checks the range.
+    Integers for floating-point parameters are made doubles before ROS checks the type:
+    see `declare_parameters`.
     """
     text = spec.description
     if spec.choices:
@@ -72,7 +72,7 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     elif spec.applies == "startup":
         text += " Read at start-up only."
     result = ParameterDescriptor(name=spec.name, type=_PARAMETER_TYPES[spec.kind], description=text,
-                                 read_only=spec.applies == "startup", dynamic_typing=spec.kind is float)
+                                 read_only=spec.applies == "startup")
     if spec.choices:
         result.additional_constraints = f"one of {', '.join(spec.choices)}"
     if spec.range is not None and spec.kind is float:
@@ -111,13 +111,22 @@ def declare_parameters(node: Node, specs: Iterable[ParamSpec],
     """Declare every spec on `node` (default: `defaults[name]`, else `spec.default`); return the values.
 
     Raises ConfigError with one line naming the parameter when a given value has the
-    wrong type or lies outside its range or choices.
+    wrong type or lies outside its range or choices. Double parameters are stored as
+    doubles when an integer is given, now (`-p max_depth:=50`) and later (set_parameters).
     """
     values = {}
+    if node not in _CONVERTING:
+        _CONVERTING.add(node)
+        node.add_pre_set_parameters_callback(lambda parameters: _integers_as_doubles(node, parameters))
     for spec in specs:
         default = (defaults or {}).get(spec.name, spec.default)
         try:
+            if spec.kind is float:
+                values[spec.name] = _declare_double(node, spec, default)
+                continue
             value = node.declare_parameter(spec.name, default, descriptor(spec)).value
+        except ConfigError:
+            raise
         except InvalidParameterValueException:
             raise ConfigError(f"parameter {spec.name} is outside its range {list(spec.range or ())}; "
                               f"the default is {quote(default)}") from None
@@ -126,6 +135,32 @@ def declare_parameters(node: Node, specs: Iterable[ParamSpec],
                               f"e.g. {spec.name}:={_example(default)}") from None
         values[spec.name] = coerce(spec, value)
     return values
+
+
+def _declare_double(node: Node, spec: ParamSpec, default: Any) -> float:
+    """Declare a double parameter whose value (e.g. an override from the command line) may be an integer.
+
+    rclpy applies no pre-set callback to declarations: the value is declared with a
+    provisional dynamically typed descriptor, checked, then re-set as a double under
+    the final, statically typed descriptor.
+    """
+    provisional = descriptor(spec)
+    provisional.read_only, provisional.dynamic_typing = False, True
+    value = coerce(spec, node.declare_parameter(spec.name, default, provisional).value)
+    node.set_descriptor(spec.name, descriptor(spec),
+                        alternative_value=Parameter(spec.name, Parameter.Type.DOUBLE, value).get_parameter_value())
+    return value
+
+
+def _integers_as_doubles(node: Node, parameters: list) -> list:
+    """Pre-set callback: an integer for a parameter declared as a double becomes that double."""
+    converted = []
+    for parameter in parameters:
+        if (parameter.type_ == Parameter.Type.INTEGER and node.has_parameter(parameter.name)
+                and node.describe_parameter(parameter.name).type == ParameterType.PARAMETER_DOUBLE):
+            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+        converted.append(parameter)
+    return converted
 
 
 def _example(value: Any) -> str:

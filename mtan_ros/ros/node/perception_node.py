@@ -46,6 +46,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtan_ros.bags.messages import stamp_ns
+from mtan_ros.common.text import quote, quote_path
 from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR, first_line
 from mtan_ros.errors import CheckpointError, ConfigError, ImageConversionError, NodeStartupError
 from mtan_ros.imaging.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
@@ -221,12 +222,13 @@ class PerceptionNode(LifecycleNode):
         classes = len(self.predictor.class_names)
         if classes > MAX_CLASSES:
             raise NodeStartupError(
-                f"model_path {self.p['model_path']!r} has {classes} classes, but semantic is published as mono8 "
-                f"class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
+                f"model_path {quote_path(self.p['model_path'])} has {classes} classes, but semantic is published as "
+                f"mono8 class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
         self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
         self._outputs = OutputPublishers(self, on_incompatible=self._on_output_incompatible)
+        model = quote_path(self.p["model_path"]) if self.p["model_path"] else "<given>"
         self.get_logger().info(
-            f"configured: model {self.p['model_path'] or '<given>'} on {self.predictor.device}, "
+            f"configured: model {model} on {self.predictor.device}, "
             f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}")
 
     def _load_predictor(self) -> Any:
@@ -242,17 +244,17 @@ class PerceptionNode(LifecycleNode):
                                                 compile=self.p["compile"], backend=self.p["backend"],
                                                 threads=threads)
         except CheckpointError as exc:
-            raise NodeStartupError(f"cannot load model_path {path!r}: {exc}") from None
+            raise NodeStartupError(f"cannot load model_path {quote_path(path)}: {exc}") from None
         except (ValueError, RuntimeError, ImportError) as exc:  # unknown device/precision, CUDA or a runtime absent
             raise NodeStartupError(
-                f"cannot start the model from {path!r} on device={self.p['device']!r} "
+                f"cannot start the model from {quote_path(path)} on device={quote(self.p['device'])} "
                 f"precision={self.p['precision']!r} backend={self.p['backend']!r}: {first_line(exc)}") from None
         # One inference now, so the first camera frame does not pay for lazy initialisation.
         height, width = predictor.input_size
         try:
             predictor(np.zeros((height, width, 3), np.uint8))
         except (ValueError, RuntimeError) as exc:
-            raise NodeStartupError(f"model_path {path!r} loads but cannot run on {predictor.device}: "
+            raise NodeStartupError(f"model_path {quote_path(path)} loads but cannot run on {predictor.device}: "
                                    f"{first_line(exc)}") from None
         return predictor
 
@@ -343,7 +345,7 @@ class PerceptionNode(LifecycleNode):
         """
         if isinstance(msg, CompressedImage):
             try:
-                check_compressed_msg(msg, max_pixels=self.p["max_input_pixels"], expected_size=self._locked_size)
+                check_compressed_msg(msg, max_pixels=self.p["max_input_pixels"], expected_size=self._expected_size())
             except ImageConversionError as exc:
                 self._stats.on_received(False)
                 self._reject(exc.kind, f"{self._image_sub.topic_name}: frame skipped: {exc}")
@@ -394,6 +396,8 @@ class PerceptionNode(LifecycleNode):
             if reason and value != self.p[spec.name]:
                 return SetParametersResult(successful=False, reason=reason)
             changes[spec.name] = value
+        if changes.get("lock_input_size", self.p["lock_input_size"]) != self.p["lock_input_size"]:
+            self._locked_size = None  # false releases the lock at once; true locks on the next frame
         self.p.update(changes)  # read by the worker per frame; each value is replaced atomically
         if "warning_period" in changes:
             self._throttle.period_s = changes["warning_period"]
@@ -452,9 +456,13 @@ class PerceptionNode(LifecycleNode):
         self._warn(kind, text)
         self._stats.on_rejected(text)
 
+    def _expected_size(self) -> Optional[tuple[int, int]]:
+        """The locked (height, width) while lock_input_size is true, else None: the lock follows its parameter."""
+        return self._locked_size if self.p["lock_input_size"] else None
+
     def _decode(self, msg: Any) -> np.ndarray:
         """H x W x 3 RGB of a camera frame; ImageConversionError if unusable."""
-        limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._locked_size}
+        limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._expected_size()}
         if isinstance(msg, CompressedImage):
             return compressed_msg_to_rgb(msg, **limits)
         return image_msg_to_rgb(msg, **limits)

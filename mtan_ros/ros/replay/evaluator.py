@@ -46,6 +46,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from mtan_ros.bags.messages import stamp_ns
 from mtan_ros.common.entry import EXIT_USER_ERROR, StopSignals
 from mtan_ros.common.files import write_text
+from mtan_ros.common.text import quote_path
 from mtan_ros.errors import EvaluatorError  # noqa: F401 (re-exported)
 from mtan_ros.errors import ConfigError, ImageConversionError, MtanRosError
 from mtan_ros.evaluation.replay import ReplayEvaluator, format_report
@@ -207,7 +208,7 @@ class EvaluatorNode(Node):
             try:
                 meta = load_checkpoint(self.p["model_path"]).meta
             except CheckpointError as exc:
-                raise EvaluatorError(f"cannot read model_path {self.p['model_path']!r}: {exc}") from None
+                raise EvaluatorError(f"cannot read model_path {quote_path(self.p['model_path'])}: {exc}") from None
             names, colors = list(meta.class_names), [tuple(c) for c in meta.class_colors]
         elif bag.get("class_names"):
             names, colors = list(bag["class_names"]), [tuple(c) for c in bag.get("class_colors", [])] or None
