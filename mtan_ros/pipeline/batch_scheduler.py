@@ -24,8 +24,8 @@ from typing import Any, Hashable, Iterable, Optional
 from mtan_ros.errors import ConfigError
 
 
-class UnknownCameraError(KeyError):
-    """A frame for a camera the scheduler was not configured with: a wiring bug, not a user setting."""
+class UnknownCameraError(ConfigError, KeyError):
+    """A frame for a camera the scheduler was not configured with (a KeyError too, as a lookup that failed)."""
 
     def __str__(self) -> str:
         return str(self.args[0])
