@@ -37,6 +37,7 @@ from ros_helpers import (  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mtan_ros.errors import CheckpointError  # noqa: E402
+from mtan_ros.inference.predictor import Prediction  # noqa: E402
 from mtan_ros.ros.node.outputs import OutputPublishers  # noqa: E402
 from mtan_ros.ros.node.perception_node import PerceptionNode  # noqa: E402
 
@@ -60,6 +61,11 @@ def expected_labels(height: int, width: int) -> np.ndarray:
     return np.broadcast_to(rows[:, None], (height, width))
 
 
+def expected_confidence(height: int, width: int) -> np.ndarray:
+    """The fake's confidence: 100 + 7 per column, so that a transposed or shifted image shows."""
+    return np.broadcast_to((100 + 7 * np.arange(width) % 156).astype(np.uint8), (height, width))
+
+
 class FakePredictor:
     """What the node uses of a Predictor, with known outputs; `gate` cleared holds it busy in a call."""
 
@@ -79,14 +85,17 @@ class FakePredictor:
         self.closed = False
 
     def __call__(self, image: np.ndarray, *, output_size: Optional[tuple[int, int]] = None,
-                 max_depth: Optional[float] = None, out: Optional[tuple[np.ndarray, np.ndarray]] = None) -> None:
-        self.calls.append({"image": image.copy(), "output_size": output_size, "max_depth": max_depth})
+                 max_depth: Optional[float] = None, out: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 confidence: bool = False) -> Prediction:
+        self.calls.append({"image": image.copy(), "output_size": output_size, "max_depth": max_depth,
+                           "confidence": confidence})
         self.busy.set()
         assert self.gate.wait(10.0), "the test never released the fake predictor"
-        if out is not None:
-            labels, depth = out
-            labels[:] = expected_labels(*labels.shape)
-            depth[:] = expected_depth(*depth.shape)
+        size = output_size or image.shape[:2]
+        labels, depth = out if out is not None else (np.empty(size, np.uint8), np.empty(size, np.float32))
+        labels[:] = expected_labels(*labels.shape)
+        depth[:] = expected_depth(*depth.shape)
+        return Prediction(labels, depth, expected_confidence(*labels.shape).copy() if confidence else None)
 
     def close(self) -> None:
         self.closed = True

@@ -59,6 +59,7 @@ from mtan_ros.ros.camera import transport
 from mtan_ros.ros.camera.camera_input import CameraSubscription
 from mtan_ros.ros.camera.cv_bridge_check import bridge_status
 from mtan_ros.ros.camera.image_messages import image_msg_to_rgb
+from mtan_ros.ros.node.class_metadata import ClassMetadata
 from mtan_ros.ros.node.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
 from mtan_ros.ros.node.outputs import MessagePool, OutputPublishers
 from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
@@ -130,6 +131,7 @@ class PerceptionNode(LifecycleNode):
         self._predictor_factory = predictor_factory
         self.predictor: Any = None
         self._outputs: Optional[OutputPublishers] = None
+        self._classes: Optional[ClassMetadata] = None
         self._pool = MessagePool()
         self._palette_lut: Optional[np.ndarray] = None
         self._slot = LatestFrameSlot()
@@ -226,6 +228,7 @@ class PerceptionNode(LifecycleNode):
                 f"mono8 class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
         self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
         self._outputs = OutputPublishers(self, on_incompatible=self._on_output_incompatible)
+        self._classes = ClassMetadata(self, self.predictor.class_names, self.predictor.class_colors)
         model = quote_path(self.p["model_path"]) if self.p["model_path"] else "<given>"
         self.get_logger().info(
             f"configured: model {model} on {self.predictor.device}, "
@@ -315,6 +318,9 @@ class PerceptionNode(LifecycleNode):
         self._camera_info = None
 
     def _release_model(self) -> None:
+        if self._classes is not None:
+            self._classes.release()
+            self._classes = None
         if self._outputs is not None:
             self._outputs.destroy()
             self._outputs = None
@@ -385,6 +391,9 @@ class PerceptionNode(LifecycleNode):
         # Transition states count as configured: a configure parameter must not change under a transition.
         configured = self.lifecycle_state not in ("unconfigured", "finalized")
         for param in params:
+            refusal = self._classes.refusal(param.name) if self._classes is not None else None
+            if refusal:
+                return SetParametersResult(successful=False, reason=refusal)
             spec = SPEC_BY_NAME.get(param.name)
             if spec is None:  # use_sim_time, qos_overrides and other parameters rclpy manages itself
                 continue
@@ -490,7 +499,8 @@ class PerceptionNode(LifecycleNode):
         labels_msg, labels = pool.get("semantic", header, height, width, "mono8")
         start = time.perf_counter()
         try:
-            predictor(rgb, output_size=(height, width), max_depth=p["max_depth"], out=(labels, depth))
+            prediction = predictor(rgb, output_size=(height, width), max_depth=p["max_depth"], out=(labels, depth),
+                                   confidence=wanted["confidence"] or wanted["confidence/compressed"])
         except ValueError as exc:
             self._reject("predictor", f"{topic}: frame skipped, the model refused it: {first_line(exc)}")
             return
@@ -498,23 +508,41 @@ class PerceptionNode(LifecycleNode):
 
         if wanted["depth"]:
             outputs.publish("depth", depth_msg)
+        if wanted["depth/compressedDepth"]:
+            outputs.publish_compressed("depth/compressedDepth", header, depth, p)
         if wanted["depth/camera_info"]:
             outputs.publish("depth/camera_info", scaled_camera_info(camera_info, header, width, height))
         if wanted["semantic"]:
             outputs.publish("semantic", labels_msg)
+        if wanted["semantic/compressed"]:
+            outputs.publish_compressed("semantic/compressed", header, labels, p)
+        if prediction.confidence is not None:
+            if wanted["confidence"]:
+                confidence_msg, confidence = pool.get("confidence", header, height, width, "mono8")
+                confidence[...] = prediction.confidence
+                outputs.publish("confidence", confidence_msg)
+            if wanted["confidence/compressed"]:
+                outputs.publish_compressed("confidence/compressed", header, prediction.confidence, p)
+        want_color = wanted["semantic_color"] or wanted["semantic_color/compressed"]
+        want_overlay = wanted["overlay"] or wanted["overlay/compressed"]
         image = rgb
-        if (height, width) != camera_size and (wanted["overlay"] or wanted["points"]):
+        if (height, width) != camera_size and (want_overlay or wanted["points"]):
             image = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        if wanted["semantic_color"] or wanted["overlay"]:
+        if want_color or want_overlay:
             color_msg, color = pool.get("semantic_color", header, height, width, "rgb8")
             cv2.applyColorMap(labels, self._palette_lut, dst=color)
             if wanted["semantic_color"]:
                 outputs.publish("semantic_color", color_msg)
-            if wanted["overlay"]:
+            if wanted["semantic_color/compressed"]:
+                outputs.publish_compressed("semantic_color/compressed", header, color, p)
+            if want_overlay:
                 alpha = float(p["overlay_alpha"])
                 overlay_msg, overlay = pool.get("overlay", header, height, width, "rgb8")
                 cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0, dst=overlay)
-                outputs.publish("overlay", overlay_msg)
+                if wanted["overlay"]:
+                    outputs.publish("overlay", overlay_msg)
+                if wanted["overlay/compressed"]:
+                    outputs.publish_compressed("overlay/compressed", header, overlay, p)
         if wanted["points"]:
             try:
                 cloud = self._clouds.build(header, depth, image, labels, camera_info, p["points_stride"])

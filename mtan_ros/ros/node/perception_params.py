@@ -72,6 +72,16 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_overlay", bool, "Publish overlay (rgb8, camera image blended with the class colours)."),
     ParamSpec("publish_points", bool,
               "Publish points (PointCloud2 xyz + rgb + label) once a valid camera_info has arrived."),
+    ParamSpec("publish_confidence", bool, "Publish confidence (mono8, 255 x the probability of each pixel's class, "
+              "aligned with semantic)."),
+    ParamSpec("jpeg_quality", int, "JPEG quality of semantic_color/compressed, overlay/compressed (as "
+              "compressed_image_transport's jpeg_quality).", range=(1, 100)),
+    ParamSpec("png_level", int, "zlib level of the PNG topics (semantic/compressed, confidence/compressed, "
+              "depth/compressedDepth), as the image_transport plugins' png_level.", range=(0, 9)),
+    ParamSpec("depth_max", float, "depth/compressedDepth: farthest encodable depth in metres (as "
+              "compressed_depth_image_transport's depth_max); farther depths arrive as NaN.", range=(0.5, 10000.0)),
+    ParamSpec("depth_quantization", float, "depth/compressedDepth: the plugin's depth_quantization q; the "
+              "quantisation step at depth d is about d^2 / (q (q + 1)) metres.", range=(1.0, 10000.0)),
     ParamSpec("overlay_alpha", float, "Weight of the class colours in overlay (0 = image only, 1 = colours only).",
               range=(0.0, 1.0)),
     ParamSpec("points_stride", int, "Use every N-th pixel in both directions for points.", range=(1, 64)),
