@@ -230,7 +230,8 @@ def test_bandwidth_script_prints_its_table(capsys):
     bandwidth.main(["--scenes", "1", "--size", "60x100", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines[2:]]
-    assert names == ["depth", "semantic", "semantic_color", "overlay", "depth+semantic", "rgb8"]
+    assert names == ["depth", "semantic", "semantic_color", "overlay", "depth+semantic", "rgb8", "extra"]
+    assert lines[-1].startswith("extra encode time per frame with every compressed output subscribed: ")
     assert "6,000" in lines[3] and "24,000" in lines[2]  # raw mono8 and 32FC1 bytes at 60x100
     with pytest.raises(SystemExit):
         bandwidth.main(["--size", "big"])

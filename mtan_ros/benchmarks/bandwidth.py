@@ -10,6 +10,10 @@ than exact geometry inside objects and noisier at edges, so treat the sizes as
 indicative. Times are single-threaded wall time per frame (median of --repeats), on
 whatever this machine is doing meanwhile.
 
+--checkpoint PATH takes depth and labels from that model's predictions on the same
+scenes instead (what the node publishes: model output upsampled to the camera's size,
+NaN beyond max_depth), e.g. the demo's checkpoint.
+
 --sweep adds the tables behind the codecs' defaults: depth error and size against
 depth_quantization and png_level, and JPEG size and PSNR against jpeg_quality.
 """
@@ -53,6 +57,24 @@ def make_frames(count: int, size: tuple[int, int], max_depth: float = NODE_MAX_D
         frames.append({"depth": depth, "semantic": scene.labels, "semantic_color": colour,
                        "overlay": cv2.addWeighted(scene.image, 1.0 - OVERLAY_ALPHA, colour, OVERLAY_ALPHA, 0.0),
                        "camera": scene.image})
+    return frames
+
+
+def model_frames(count: int, size: tuple[int, int], checkpoint: str,
+                 max_depth: float = NODE_MAX_DEPTH) -> list[dict[str, np.ndarray]]:
+    """The node's outputs for `count` synthetic camera frames at `size`, predicted by `checkpoint`."""
+    from mtan_ros.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", precision="fp32")
+    palette = np.asarray(predictor.class_colors, np.uint8)
+    frames = []
+    for index in range(count):
+        image = generate_scene(scene_rng(0, "val", index), size=size).image
+        prediction = predictor(image, max_depth=max_depth)
+        colour = palette[prediction.labels]
+        frames.append({"depth": prediction.depth, "semantic": prediction.labels, "semantic_color": colour,
+                       "overlay": cv2.addWeighted(image, 1.0 - OVERLAY_ALPHA, colour, OVERLAY_ALPHA, 0.0),
+                       "camera": image})
     return frames
 
 
@@ -118,8 +140,9 @@ def measure(frames: list[dict[str, np.ndarray]], args: argparse.Namespace) -> li
     return rows
 
 
-def print_table(rows: list[tuple], size: tuple[int, int], count: int) -> None:
-    print(f"{size[1]}x{size[0]}, {count} synthetic scene(s); bytes of data per frame, encode time per frame")
+def print_table(rows: list[tuple], size: tuple[int, int], count: int, source: str = "exact scene") -> None:
+    print(f"{size[1]}x{size[0]}, {count} synthetic scene(s), {source} depth and labels; "
+          "bytes of data per frame, encode time per frame")
     print(f"{'output':15} {'transport':16} {'raw':>10} {'compressed':>11} {'ratio':>7} {'encode':>9}  note")
     for name, kind, raw, packed, ms, note in rows:
         print(f"{name:15} {kind:16} {raw:10,d} {packed:11,.0f} {packed / raw:7.2%} {ms:7.1f} ms  {note}")
@@ -177,13 +200,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png-level", type=int, default=codecs.DEFAULT_PNG_LEVEL)
     parser.add_argument("--depth-max", type=float, default=codecs.DEFAULT_DEPTH_MAX)
     parser.add_argument("--depth-quantization", type=float, default=codecs.DEFAULT_DEPTH_QUANTIZATION)
+    parser.add_argument("--checkpoint", help="predict depth and labels with this checkpoint (default: exact scenes)")
     parser.add_argument("--sweep", action="store_true", help="also print the tables behind the defaults")
     args = parser.parse_args(argv)
     if args.scenes < 1:
         parser.error("--scenes must be at least 1")
     cv2.setNumThreads(1)  # what one encoding worker gets; imencode itself is single-threaded
-    frames = make_frames(args.scenes, args.size)
-    print_table(measure(frames, args), args.size, args.scenes)
+    if args.checkpoint:
+        frames = model_frames(args.scenes, args.size, args.checkpoint)
+        source = "predicted"
+    else:
+        frames = make_frames(args.scenes, args.size)
+        source = "exact scene"
+    rows = measure(frames, args)
+    print_table(rows, args.size, args.scenes, source)
+    total = sum(row[4] for row in rows)
+    print(f"extra encode time per frame with every compressed output subscribed: {total:.1f} ms "
+          "(one worker thread; the node encodes on its inference worker)")
     if args.sweep:
         sweep(frames, args.repeats)
 
