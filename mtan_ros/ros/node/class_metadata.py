@@ -2,9 +2,10 @@
 
 Two forms: parameters that refuse every change (`class_names`, `class_colors`
 as "#rrggbb"), there from configure to cleanup (not rclpy read-only ones: those
-can never be undeclared, and the next model may have other classes), and vision_msgs/LabelInfo on a latched (transient local)
-`semantic/label_info` topic where vision_msgs is installed (a ROS installation has it;
-PyPI does not), the form Nav2's semantic segmentation layer reads.
+can never be undeclared, and the next model may have other classes), and
+vision_msgs/LabelInfo on a latched (transient local) `semantic/label_info` topic
+where vision_msgs is installed (a ROS installation has it; PyPI does not), the
+form Nav2's semantic segmentation layer reads.
 """
 from __future__ import annotations
 
