@@ -79,6 +79,30 @@ def test_point_cloud_back_projects_in_metres_with_colour_and_label():
     assert set(points["label"]) <= set(range(7))
 
 
+def test_organized_point_cloud_is_pixel_aligned_with_the_labels():
+    """What Nav2's semantic segmentation layer reads: point (row, column) belongs to label pixel (row, column)."""
+    height, width = 6, 8
+    depth = np.full((height, width), 2.0, np.float32)
+    depth[0, 0] = np.nan
+    depth[0, 2] = 0.0
+    depth[4, 6] = 5.0
+    rgb = np.zeros((height, width, 3), np.uint8)
+    labels = np.arange(height * width, dtype=np.uint8).reshape(height, width) % 7
+    info = camera_info_msg(width, height, fx=4.0)  # cx = 3.5, cy = 2.5
+    cloud = PointCloudBuilder().build(Header(frame_id="cam_optical"), depth, rgb, labels, info, organized=True)
+
+    assert (cloud.height, cloud.width) == (height, width) and not cloud.is_dense
+    assert cloud.row_step == 20 * width and len(cloud.data) == 20 * width * height
+    points = cloud_to_array(cloud).reshape(height, width)
+    np.testing.assert_array_equal(points["label"], labels)
+    assert np.isnan(points["z"][0, 0]) and np.isnan(points["x"][0, 2]) and np.isnan(points["y"][0, 2])
+    assert points["z"][4, 6] == 5.0 and points["x"][4, 6] == pytest.approx(3.125)
+    assert np.isfinite(points["z"]).sum() == height * width - 2
+    strided = PointCloudBuilder().build(Header(), depth, rgb, labels, info, stride=2, organized=True)
+    assert (strided.height, strided.width) == (3, 4)
+    np.testing.assert_array_equal(cloud_to_array(strided).reshape(3, 4)["label"], labels[::2, ::2])
+
+
 def test_point_cloud_scales_intrinsics_to_the_image_size():
     info = camera_info_msg(2048, 1024, fx=2262.0)
     fx, fy, cx, cy = intrinsics_for(info, 512, 256)

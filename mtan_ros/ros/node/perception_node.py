@@ -545,7 +545,8 @@ class PerceptionNode(LifecycleNode):
                     outputs.publish_compressed("overlay/compressed", header, overlay, p)
         if wanted["points"]:
             try:
-                cloud = self._clouds.build(header, depth, image, labels, camera_info, p["points_stride"])
+                cloud = self._clouds.build(header, depth, image, labels, camera_info, p["points_stride"],
+                                           p["points_organized"])
             except ValueError as exc:
                 self._warn("camera_info.points", f"points skipped: {exc}")
             else:

@@ -84,6 +84,9 @@ SPECS: tuple[ParamSpec, ...] = (
               "quantisation step at depth d is about d^2 / (q (q + 1)) metres.", range=(1.0, 10000.0)),
     ParamSpec("overlay_alpha", float, "Weight of the class colours in overlay (0 = image only, 1 = colours only).",
               range=(0.0, 1.0)),
+    ParamSpec("points_organized", bool, "points as an organised cloud (rows x columns of the sampled pixels, "
+              "NaN where there is no depth): with points_stride 1 pixel-aligned with semantic and confidence, as "
+              "Nav2's semantic segmentation layer needs; false: only the points with a depth."),
     ParamSpec("points_stride", int, "Use every N-th pixel in both directions for points.", range=(1, 64)),
     ParamSpec("max_depth", float, "Depth beyond this many metres is published as NaN (no estimate).",
               range=(0.1, 10000.0)),

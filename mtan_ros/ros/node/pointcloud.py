@@ -9,7 +9,10 @@ what RViz and PCL expect):
   image is assumed rectified (distortion coefficients are not applied);
 - fields x, y, z (float32), rgb (float32 carrying 0x00RRGGBB, the PCL/RViz packing),
   label (uint8 class id); little-endian, 20-byte points;
-- only pixels with a finite positive depth become points (an unorganised, dense cloud).
+- only pixels with a finite positive depth become points (an unorganised, dense cloud),
+  or, `organized`, every sampled pixel in image order (height x width, NaN xyz where
+  there is no depth): with stride 1 pixel-aligned with `semantic` and `confidence`,
+  as Nav2's semantic segmentation layer needs.
 """
 from __future__ import annotations
 
@@ -127,8 +130,9 @@ class PointCloudBuilder:
         labels: np.ndarray,
         info: CameraInfo,
         stride: int = 1,
+        organized: bool = False,
     ) -> PointCloud2:
-        """A cloud of every `stride`-th pixel (both directions) with a valid depth."""
+        """A cloud of every `stride`-th pixel (both directions) with a valid depth; all of them if `organized`."""
         height, width = depth.shape
         if rgb.shape[:2] != (height, width) or labels.shape != (height, width):
             raise ValueError(f"depth {depth.shape}, rgb {rgb.shape} and labels {labels.shape} differ in size")
@@ -136,16 +140,19 @@ class PointCloudBuilder:
         xs, ys = self._ray_factors(width, height, stride, intrinsics_for(info, width, height))
         z = depth[::stride, ::stride]
         valid = np.isfinite(z) & (z > 0)
+        if organized:
+            z = np.where(valid, z, np.float32(np.nan))
+            valid = np.ones(z.shape, bool)
         count = int(np.count_nonzero(valid))
 
         cloud = PointCloud2()
         cloud.header = header
-        cloud.height, cloud.width = 1, count
+        cloud.height, cloud.width = z.shape if organized else (1, count)
         cloud.fields = point_fields()
         cloud.is_bigendian = False
         cloud.point_step = POINT_DTYPE.itemsize
-        cloud.row_step = POINT_DTYPE.itemsize * count
-        cloud.is_dense = True
+        cloud.row_step = POINT_DTYPE.itemsize * cloud.width
+        cloud.is_dense = not organized or bool(np.isfinite(z).all())
         cloud.data = array.array("B", b"\0") * (POINT_DTYPE.itemsize * count)
         if count == 0:
             return cloud
