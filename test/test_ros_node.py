@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e .[ros])")
 pytest.importorskip("torch", reason="needs torch for the Predictor")
 
+from plugin_decoders import decode, psnr  # noqa: E402
 from ros_helpers import (  # noqa: E402
     Collector,
     NodeProcess,
@@ -190,6 +191,50 @@ def test_points_and_depth_camera_info(ros, node, io, reference):
     colours = rgb[vs, us].astype(np.uint32)
     np.testing.assert_array_equal(points["rgb"], (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2])
     assert points["label"].max() < len(reference.class_names)
+
+
+def test_a_subscriber_knowing_only_the_plugin_formats_decodes_every_compressed_output(ros, node, publishers):
+    """A separate node process, read as image_transport's compressed / compressedDepth subscribers would."""
+    raw = {"depth": Image, "semantic": Image, "semantic_color": Image, "overlay": Image, "confidence": Image}
+    packed = {f"{name}/{'compressedDepth' if name == 'depth' else 'compressed'}": CompressedImage for name in raw}
+    collector = Collector(ros, {node.topic(name): kind for name, kind in {**raw, **packed}.items()})
+    try:
+        ros.wait_for(collector.connected, 60, "the node's raw and compressed outputs")
+        msg = make_image_msg(synthetic_street(HEIGHT, WIDTH, seed=9), "rgb8", stamp=ros.stamp(), frame_id="cam_c")
+        names = [node.topic(name) for name in {**raw, **packed}]
+        publish_until(ros, lambda: publishers[0].publish(msg), lambda: collector.has(msg.header.stamp, names),
+                      timeout=60, what="every raw and compressed output")
+        out = {name: collector.get(node.topic(name), msg.header.stamp) for name in {**raw, **packed}}
+    finally:
+        collector.destroy()
+    for name, result in out.items():
+        assert result.header.frame_id == "cam_c" and stamp_key(result.header.stamp) == stamp_key(msg.header.stamp)
+    for name in ("semantic", "confidence"):
+        encoding, decoded, _ = decode(out[f"{name}/compressed"].format, bytes(out[f"{name}/compressed"].data))
+        assert encoding == "mono8"
+        np.testing.assert_array_equal(decoded, image_to_array(out[name]))
+    for name in ("semantic_color", "overlay"):
+        encoding, decoded, _ = decode(out[f"{name}/compressed"].format, bytes(out[f"{name}/compressed"].data))
+        image = image_to_array(out[name])
+        # Random weights give pixel-sized label noise that JPEG's chroma subsampling cannot keep (about 18 dB):
+        # judge against a JPEG of the raw image at the same quality, which a channel swap would fall far below.
+        ok, reference = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        expected = psnr(cv2.cvtColor(cv2.imdecode(reference, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), image)
+        assert encoding == "rgb8" and decoded.shape == image.shape
+        assert psnr(decoded, image) >= expected - 0.5, name
+    encoding, depth, (quant_a, quant_b) = decode(out["depth/compressedDepth"].format,
+                                                 bytes(out["depth/compressedDepth"].data))
+    raw_depth = image_to_array(out["depth"]).astype(np.float64)
+    assert encoding == "32FC1" and depth.shape == raw_depth.shape == (HEIGHT, WIDTH)
+    depth_max = 100.0  # config/perception.yaml: depth_max
+    closest = quant_a / (65535.0 - quant_b)
+    with np.errstate(invalid="ignore"):
+        sendable = (raw_depth > closest * 1.0001) & (raw_depth < depth_max * 0.9999)
+        unsendable = ~((raw_depth >= closest) & (raw_depth < depth_max))
+    step = raw_depth[sendable] ** 2 / (quant_a - raw_depth[sendable])
+    error = depth[sendable] - raw_depth[sendable]
+    assert (error >= -1e-4 * raw_depth[sendable]).all() and (error <= step * 1.01 + 1e-6).all()
+    assert np.isnan(depth[unsendable]).all()
 
 
 def test_ctrl_c_ends_the_node_cleanly(ros, checkpoints):
