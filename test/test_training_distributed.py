@@ -56,3 +56,42 @@ def test_two_process_gloo_run_reduces_metrics_exactly(tmp_path):
                 "pixel_accuracy_per_image"):
         assert ckpt.meta.metrics[key] == pytest.approx(single.metrics[key], rel=1e-6), key
         assert float(last[f"val_{key}"]) == pytest.approx(single.metrics[key], rel=1e-6), key
+
+
+_TEARDOWN_SCRIPT = """
+import os, sys, torch
+from mtan_ros.training.distributed import setup_distributed
+
+def threads():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/comm") as handle:
+            names.append(handle.read().strip())
+    return names
+
+ctx = setup_distributed("cpu")
+net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+net(torch.rand(2, 4)).sum().backward()
+ctx.all_reduce_sum(torch.ones(3))
+before = sum("gloo" in name for name in threads())
+del net
+ctx.close()
+print(f"rank {ctx.rank}: gloo threads {before} -> {sum('gloo' in name for name in threads())}", flush=True)
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or torchrun() is None,
+                    reason="torch.distributed / torchrun not available in this PyTorch")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names are read from Linux's /proc")
+def test_closing_the_context_joins_gloo_threads_before_interpreter_shutdown(tmp_path):
+    """A gloo worker alive at shutdown can abort the process while it releases a finished collective."""
+    script = tmp_path / "teardown.py"
+    script.write_text(_TEARDOWN_SCRIPT)
+    proc = subprocess.run([torchrun(), "--standalone", "--nproc_per_node=2", str(script)], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if "gloo threads" in line)
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        before, after = (int(n) for n in line.split("gloo threads ")[1].split(" -> "))
+        assert before >= 2 and after == 0, line  # a transport loop and worker threads, all joined

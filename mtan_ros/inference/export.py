@@ -32,9 +32,13 @@ FORMATS = ("pt2", "onnx")
 ONNX_OPSET = 18
 # The largest batch an exported graph declares; runtimes size their buffers by it (TensorRT profiles).
 MAX_BATCH = 64
-# An exported graph must reproduce the model within this, absolute and relative (|a - b| <= t + t |b|),
-# in logits and raw depth: float32 rounding differs between kernels and grows over ~30 layers.
+# An exported graph must reproduce the model within float32 noise: per image, the 99th percentile of
+# |difference| / RMS of the output. Measured (AMD Zen 4; eager, folded, torch.export, ONNX Runtime):
+# median 4e-6, 99th percentile <= 1e-4. Single values can differ by far more where a max-pool near-tie
+# flips an index, which in the deepest pooling spoils a whole image (about 1 image in 270), so the check
+# runs CHECK_IMAGES images and fails only when more than one is out of noise.
 EXPORT_TOLERANCE = 1e-3
+CHECK_IMAGES = 4
 
 
 class NormalisedModel(torch.nn.Module):
@@ -130,7 +134,7 @@ def check_onnx(model: bytes | str, wrapper: NormalisedModel, input_size: tuple[i
     except ImportError:
         return None
     height, width = input_size
-    x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(CHECK_IMAGES, 3, height, width, generator=torch.Generator().manual_seed(0))
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     theirs = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
@@ -140,14 +144,24 @@ def check_onnx(model: bytes | str, wrapper: NormalisedModel, input_size: tuple[i
 
 def check_close(what: str, ours: Sequence[torch.Tensor], theirs: Sequence[torch.Tensor],
                 tolerance: float = EXPORT_TOLERANCE) -> float:
-    """Largest difference of (logits, depth) pairs; ExportError beyond `tolerance` absolute and relative."""
-    worst = 0.0
-    for name, expected, got in zip(("semantic_logits", "depth"), ours, theirs):
-        difference = (got - expected).abs()
-        worst = max(worst, float(difference.max()))
-        if not bool((difference <= tolerance * (1.0 + expected.abs())).all()):
-            raise ExportError(f"the {what}'s {name} differ from PyTorch's by up to {worst:.3g} (more than "
-                              f"{tolerance:g} absolute and relative); please report this with the checkpoint")
+    """Worst per-image noise (see EXPORT_TOLERANCE) of (logits, depth) pairs.
+
+    Raises ExportError when more than one image exceeds `tolerance`: one may
+    meet a pooling flip, a broken export spoils them all.
+    """
+    worst, spoilt = 0.0, set()
+    for expected, got in zip(ours, theirs):
+        expected, got = expected.double(), got.double()
+        scale = max(float(expected.pow(2).mean().sqrt()), torch.finfo(torch.float32).tiny)
+        for i in range(expected.shape[0]):
+            noise = float(torch.quantile(((got[i] - expected[i]).abs() / scale).flatten(), 0.99))
+            worst = max(worst, noise)
+            if not noise <= tolerance:  # NaN counts as out of noise
+                spoilt.add(i)
+    if len(spoilt) > 1:
+        raise ExportError(f"the {what}'s outputs differ from PyTorch's beyond float32 noise in {len(spoilt)} of "
+                          f"{expected.shape[0]} images (99th percentile up to {worst:.3g} of the output's RMS, "
+                          f"allowed {tolerance:g}); please report this with the checkpoint")
     return worst
 
 
@@ -168,11 +182,12 @@ def export(checkpoint_path: str, out: str, fmt: str = "pt2", *, pooling: str | N
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "pt2":
-        example = torch.rand(1, 3, *size)
+        examples = torch.rand(CHECK_IMAGES, 3, *size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            torch.export.save(torch.export.export(wrapper, (example,)), str(out_path))
+            torch.export.save(torch.export.export(wrapper, (examples[:1],)), str(out_path))
             reloaded = torch.export.load(str(out_path)).module()
-            check_close("exported program", wrapper(example), reloaded(example))
+            got = [reloaded(examples[i:i + 1]) for i in range(CHECK_IMAGES)]  # exported for batch 1
+            check_close("exported program", wrapper(examples), [torch.cat(outputs) for outputs in zip(*got)])
     else:
         data = onnx_model_bytes(wrapper, size)
         check_onnx(data, wrapper, size)

@@ -98,12 +98,27 @@ class DistContext:
             else:
                 dist.barrier()
 
-    def close(self) -> None:
+    def close(self, *, synchronise: bool = True) -> None:
+        """Leave the process group; call it after releasing every DistributedDataParallel wrapper.
+
+        `synchronise`: first wait at a barrier until every process is done
+        communicating, so that none closes its connections under a peer's
+        collective (pass False when leaving on an error: a peer may never
+        arrive). Then destroy the group and collect garbage, so that gloo's
+        worker threads are joined now: a worker still releasing a finished
+        collective's tensors when the interpreter shuts down aborts the
+        process ("terminate called without an active exception").
+        """
         if self.owns_group:
+            import gc
+
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if synchronise and self.distributed:
+                    self.barrier()
                 dist.destroy_process_group()
+                gc.collect()  # reference cycles may still hold the group's backend and its threads
             self.owns_group = False
 
 
@@ -118,6 +133,11 @@ def setup_distributed(device_preference: str = "auto") -> DistContext:
 
     owns = False
     if not dist.is_initialized():
+        # torch.distributed.nn binds the current default group into its functions' default arguments when
+        # first imported, which DistributedDataParallel does; imported after init_process_group it would
+        # keep the group (and gloo's threads) alive until interpreter shutdown, past close().
+        import torch.distributed.nn  # noqa: F401
+
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -144,6 +144,10 @@ class Parts:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
+    def unwrap_distributed(self) -> None:
+        """Drop the DistributedDataParallel wrapper, whose reducer holds the process group open."""
+        self.network = self.model
+
 
 def resolve_best_metric(cfg: TrainConfig, tasks: dict[str, int]) -> str:
     """What makes best.pt best: the configured metric, or by default mIoU / depth error / loss."""

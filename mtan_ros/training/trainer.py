@@ -56,6 +56,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     """Train as configured; returns where the checkpoints are and the final report."""
     config.validate()
     ctx = setup_distributed(config.device)
+    parts = None
+    finished = False
     try:
         data = open_data(config)
         loaders = make_loaders(config, data, ctx)
@@ -67,9 +69,13 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
                             f"{describe_weights(data.classes.names, class_weights.tolist())}")
         progress = prepare_output(config, data, parts, ctx, run_log.message)
         parts.wrap_distributed(ctx)
-        return _loop(config, ctx, data, loaders, parts, progress, run_log)
+        result = _loop(config, ctx, data, loaders, parts, progress, run_log)
+        finished = True
+        return result
     finally:
-        ctx.close()
+        if parts is not None:
+            parts.unwrap_distributed()
+        ctx.close(synchronise=finished)  # after an error a peer may never reach the barrier
 
 
 def _loop(cfg: TrainConfig, ctx: DistContext, data: RunData, loaders: Loaders, parts: Parts, progress: Progress,
