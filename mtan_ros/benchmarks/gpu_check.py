@@ -250,44 +250,39 @@ class GpuCheck:
                      reserve_s=20)
 
     def train_step(self, size: tuple[int, int], distributed: bool, device: torch.device) -> Row:
-        """Mixed-precision training steps as the trainer takes them (fp16 + GradScaler on CUDA, bf16 on CPUs).
+        """The trainer's own step (mtan_ros.training.epoch.train_step) with --amp: fp16 + GradScaler on CUDA.
 
         `distributed`: inside DistributedDataParallel in a one-process group (NCCL
         on CUDA, gloo on CPUs, which is how the suite runs this code).
         """
-        from mtan_ros.model import build_model
-        from mtan_ros.training.losses import task_losses
+        from mtan_ros.training.config import TrainConfig
+        from mtan_ros.training.distributed import DistContext
+        from mtan_ros.training.epoch import train_step
+        from mtan_ros.training.run import build_parts
 
-        on_cuda = device.type == "cuda"
-        torch.manual_seed(0)
-        model = build_model("mtan", {"semantic": 7, "depth": 1}, self.plan.width).to(device).train()
+        tasks = {"semantic": 7, "depth": 1}
         group = _single_process_group(device) if distributed else None
         try:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None) \
-                if distributed else model
-            optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-            scaler = torch.amp.GradScaler(device.type, enabled=on_cuda)
+            ctx = DistContext(rank=0, world_size=1, device=device)
+            parts = build_parts(TrainConfig(width=self.plan.width, amp=True, epochs=1), tasks, ctx, steps_per_epoch=3)
+            if distributed:
+                ids = [device.index] if device.type == "cuda" else None
+                parts.network = torch.nn.parallel.DistributedDataParallel(parts.model, device_ids=ids)
             n = self.plan.train_batch
-            batch = {"image": torch.rand(n, 3, *size, device=device),
-                     "semantic": torch.randint(-1, 7, (n, *size), device=device),
-                     "depth": torch.rand(n, 1, *size, device=device)}
+            batch = {"image": torch.rand(n, 3, *size), "semantic": torch.randint(-1, 7, (n, *size)),
+                     "depth": torch.rand(n, 1, *size)}
+            weights = {task: 1.0 for task in tasks}
             times = []
             for _ in range(3):  # the first step pays for cuDNN's algorithm search
                 _synchronize(device)
                 start = time.perf_counter()
-                with torch.autocast(device.type, dtype=torch.float16 if on_cuda else torch.bfloat16):
-                    outputs = net(batch["image"])
-                total = sum(task_losses(outputs, batch).values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                step = train_step(parts, batch, weights, ctx, amp=True)
                 _synchronize(device)
                 times.append((time.perf_counter() - start) * 1e3)
-            loss = float(total.detach())
+            loss = float(step.total.detach())
             if not np.isfinite(loss):
                 raise RuntimeError(f"the loss became {loss}")
-            peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else float("nan")
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
             return Row("", "", result=f"{times[-1]:.1f} ms/step, loss {loss:.3f}, peak {peak:.2f} GiB",
                        values={"ms_per_step": times[-1], "loss": loss, "peak_gib": peak})
         finally:

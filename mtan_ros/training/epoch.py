@@ -28,6 +28,42 @@ class EpochResult:
     seconds: float
 
 
+@dataclass
+class Step:
+    """What one training step saw and computed (on the device)."""
+
+    batch: dict[str, torch.Tensor]
+    images: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    total: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+
+
+def train_step(parts: Parts, batch: dict[str, Any], weights: dict[str, float], ctx: DistContext, *,
+               amp: bool = False, outside_ddp: Any = ()) -> Step:
+    """One optimiser step exactly as training takes it: forward in channels_last (under autocast with
+    `amp`), the task losses, the weighting's backward through the loss scaler, and the step.
+
+    `outside_ddp`: learnt weighting parameters that DistributedDataParallel does not
+    reduce; their gradients are averaged over the processes here. The GPU check times
+    this same function.
+    """
+    batch = to_device(batch, ctx.device)
+    images = batch["image"].contiguous(memory_format=torch.channels_last)
+    with autocast_context(ctx.device, amp):
+        outputs = parts.network(images)
+    losses = task_losses(outputs, batch, parts.class_weights)
+    parts.optimizer.zero_grad(set_to_none=True)
+    total = parts.weighting.backward(losses, weights, parts.shared_parameters, scale=parts.scaler.scale)
+    for p in outside_ddp:  # learnt weighting parameters (uncertainty log-variances)
+        if p.grad is not None:
+            ctx.all_reduce_sum(p.grad)
+            p.grad /= ctx.world_size
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return Step(batch=batch, images=images, losses=losses, total=total, outputs=outputs)
+
+
 def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, weights: dict[str, float],
                 ctx: DistContext, *, amp: bool = False, deadline: float | None = None, show: bool = False,
                 desc: str = "") -> EpochResult:
@@ -49,19 +85,8 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
                dynamic_ncols=True)
     for step, batch in enumerate(bar):
         parts.schedule.apply(parts.optimizer, epoch, step)
-        batch = to_device(batch, device)
-        images = batch["image"].contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp):
-            outputs = model(images)
-        losses = task_losses(outputs, batch, parts.class_weights)
-        parts.optimizer.zero_grad(set_to_none=True)
-        total = parts.weighting.backward(losses, weights, parts.shared_parameters, scale=parts.scaler.scale)
-        for p in outside_ddp:  # learnt weighting parameters (uncertainty log-variances)
-            if p.grad is not None:
-                ctx.all_reduce_sum(p.grad)
-                p.grad /= ctx.world_size
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
+        taken = train_step(parts, batch, weights, ctx, amp=amp, outside_ddp=outside_ddp)
+        batch, images, losses, total, outputs = taken.batch, taken.images, taken.losses, taken.total, taken.outputs
         values = torch.stack([losses[t].detach().double() for t in names] + [total.double()])
         if not bool(torch.isfinite(values).all()):
             raise TrainingError(
