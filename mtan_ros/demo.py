@@ -30,9 +30,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from mtan_ros.bags.make_bag import open_source, write_bag
+from mtan_ros.bags.reader import open_bag
 from mtan_ros.common.entry import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from mtan_ros.common.processes import ChildGroup
+from mtan_ros.data import detect_format
 from mtan_ros.errors import DemoError, MtanRosError
+from mtan_ros.evaluation.replay import format_report
+from mtan_ros.ros.replay.replay_graph import ReplayOptions, replay_nodes
 
 DEFAULT_OUT = "runs/demo"
 # A short run: rise to --lr over the first 5 % of the steps, then decay to zero by the last epoch.
@@ -99,6 +104,8 @@ def _step(number: int, total: int, text: str) -> None:
 
 
 def make_synthetic_data(out: Path, args: argparse.Namespace) -> tuple[Path, str]:
+    # torch (via mtan_ros.data.writers): +2.7 s measured with -X importtime. The imports that load torch stay
+    # in the steps that use them, so that `mtan-demo --help` and a mistyped option answer at once.
     from mtan_ros.data import write_preprocessed_tree
 
     folder = out / "data"
@@ -122,7 +129,7 @@ def _fingerprint(args: argparse.Namespace, data: Path, fmt: str) -> dict[str, An
 
 def prepare_checkpoint(out: Path, args: argparse.Namespace, data: Path, fmt: str) -> tuple[Path, str]:
     """(checkpoint path, how it was obtained): given, reused from a previous run, or trained now."""
-    from mtan_ros.model.checkpoint import CheckpointError, load_checkpoint
+    from mtan_ros.model.checkpoint import CheckpointError, load_checkpoint  # torch: +2.8 s, see make_synthetic_data
 
     if args.checkpoint:
         try:
@@ -158,9 +165,10 @@ def prepare_checkpoint(out: Path, args: argparse.Namespace, data: Path, fmt: str
 
 
 def train(folder: Path, args: argparse.Namespace, data: Path, fmt: str, resume: bool) -> None:
+    # torch: +2.0 s (-X importtime), see make_synthetic_data
     from mtan_ros.training.config import TrainConfig
-    from mtan_ros.training.trainer import TrainingError
-    from mtan_ros.training.trainer import train as run_training
+    from mtan_ros.training.trainer import TrainingError  # torch, as above
+    from mtan_ros.training.trainer import train as run_training  # torch, as above
 
     config = TrainConfig(
         data=str(data), format=fmt, out=str(folder), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -175,8 +183,6 @@ def train(folder: Path, args: argparse.Namespace, data: Path, fmt: str, resume: 
 
 def make_bag(out: Path, args: argparse.Namespace, data: Path, fmt: str) -> Path:
     """The validation split as a bag: synthetic validation scenes at --bag-size, or --data's val split."""
-    from mtan_ros.bags.make_bag import open_source, write_bag
-
     bag = out / "val_bag"
     if bag.exists():
         shutil.rmtree(bag)
@@ -234,8 +240,6 @@ def ros_environment(domain_id: int, log_dir: Path) -> dict[str, str]:
 
 def replay_options(out: Path, bag: Path, checkpoint: Path, frames: int) -> Any:
     """The demo's replay: lockstep as fast as the node goes, simulated time from the bag."""
-    from mtan_ros.ros.replay.replay_graph import ReplayOptions
-
     return ReplayOptions(bag=str(bag), model_path=str(checkpoint), namespace=NODE_NAMESPACE, lockstep=True,
                          rate=0.0, use_sim_time=True, output_dir=str(out), frames=frames, idle_timeout=60.0,
                          wait_timeout=300.0)
@@ -250,8 +254,6 @@ def replay(out: Path, bag: Path, checkpoint: Path, frames: int, args: argparse.N
     if importlib.util.find_spec("rclpy") is None:
         raise DemoError("the replay needs ROS 2's Python client library (rclpy): source a ROS 2 installation "
                         "or install the wheels with `pip install -e .[ros]`")
-    from mtan_ros.ros.replay.replay_graph import replay_nodes
-
     log_dir = out / "logs"
     if log_dir.exists():
         shutil.rmtree(log_dir)
@@ -287,7 +289,7 @@ def _follow(processes: list[Process], out: Path, frames: int, args: argparse.Nam
     bar = None
     if not args.no_progress:
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # optional: pip install .[train]
 
             bar = tqdm(total=frames, desc="replay (lockstep)", unit="frame", dynamic_ncols=True)
         except ImportError:
@@ -342,8 +344,6 @@ def _minutes(seconds: float) -> str:
 
 def summary_text(out: Path, bag: Path, checkpoint: Path, how: str, report: dict[str, Any], seconds: float,
                  synthetic: bool) -> str:
-    from mtan_ros.evaluation.replay import format_report
-
     lines = [format_report(report), ""]
     lines.append(f"done in {_minutes(seconds)}; checkpoint {how}. Results in {out}/:")
     lines.append("  report.json   accuracy and latency of the replay through the ROS 2 node")
@@ -400,8 +400,6 @@ def _run(args: argparse.Namespace, started: float) -> int:
             data, fmt = make_synthetic_data(out, args)
         else:
             _step(1, total, f"dataset: {args.data}")
-            from mtan_ros.data import detect_format
-
             data, fmt = Path(args.data), args.format if args.format != "auto" else detect_format(args.data, "val")
         _step(2, total, "model: " + ("the given checkpoint" if args.checkpoint else
                                      f"MTAN width {args.width:g}, training for at most {args.train_minutes:g} min "
@@ -431,8 +429,6 @@ def _run(args: argparse.Namespace, started: float) -> int:
 
 
 def _bag_frames(bag: Path) -> int:
-    from mtan_ros.bags.reader import open_bag
-
     info = json.loads(open_bag(bag).custom_data.get("mtan_ros", "{}"))
     return int(info["frames"])
 

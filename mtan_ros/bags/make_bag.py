@@ -42,6 +42,7 @@ import numpy as np
 
 from mtan_ros.bags import messages as m
 from mtan_ros.common.entry import run_command
+from mtan_ros.data import open_dataset
 from mtan_ros.errors import MakeBagError  # noqa: F401 (re-exported)
 
 STORAGES = ("mcap", "sqlite3")
@@ -68,8 +69,8 @@ class McapStorage:
     """
 
     def __init__(self, path: Path, compression: Any, *, chunk_bytes: int = MCAP_CHUNK_BYTES) -> None:
-        from mcap.writer import CompressionType, Writer
-        from rosbags.rosbag2 import CompressionMode
+        from mcap.writer import CompressionType, Writer  # optional: pip install .[bags]
+        from rosbags.rosbag2 import CompressionMode  # optional: pip install .[bags]
 
         self.path = path / f"{path.name}.mcap"
         self._file = self.path.open("xb")
@@ -88,15 +89,15 @@ class McapStorage:
         self._log_time: Optional[int] = None
 
     def _top_level(self, record: Any) -> None:
-        from mcap.data_stream import RecordBuilder
+        from mcap.data_stream import RecordBuilder  # optional: pip install .[bags]
 
         builder = RecordBuilder()
         record.write(builder)
         self._file.write(builder.end())
 
     def add_msgtype(self, connection: Any) -> None:
-        from mcap.records import Schema
-        from rosbags.interfaces import MessageDefinitionFormat
+        from mcap.records import Schema  # optional: pip install .[bags]
+        from rosbags.interfaces import MessageDefinitionFormat  # optional: pip install .[bags]
 
         encoding = "ros2msg" if connection.msgdef.format == MessageDefinitionFormat.MSG else "ros2idl"
         data = connection.msgdef.data.encode()
@@ -105,7 +106,7 @@ class McapStorage:
         self._top_level(Schema(id=schema_id, name=connection.msgtype, encoding=encoding, data=data))
 
     def add_connection(self, connection: Any, offered_qos_profiles: str) -> None:
-        from mcap.records import Channel
+        from mcap.records import Channel  # optional: pip install .[bags]
 
         metadata = {"offered_qos_profiles": offered_qos_profiles, "topic_type_hash": connection.digest}
         encoding = connection.ext.serialization_format
@@ -294,7 +295,7 @@ def write_bag(dataset: Any, out: "str | Path", *, storage: str = "mcap", rate: f
 
 def open_writer(out: "str | Path", storage: str = "mcap", chunk_bytes: int = MCAP_CHUNK_BYTES) -> Any:
     """A rosbags Writer (not yet opened) for a bag at `out`; mcap files go through McapStorage (CRCs)."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2 import StoragePlugin, Writer  # optional: pip install .[bags]
 
     writer = Writer(out, version=Writer.VERSION_LATEST,
                     storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
@@ -307,7 +308,7 @@ def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional: pip install .[train]
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True)
@@ -317,8 +318,6 @@ def open_source(data: Optional[str], fmt: str = "auto", split: str = "val", size
                 num_classes: Optional[int] = None, count: int = 50, seed: int = 0,
                 depth_scale: Optional[float] = None) -> Any:
     """The dataset split to write (synthetic scenes need no folder: `count` scenes of `seed`)."""
-    from mtan_ros.data import open_dataset
-
     if fmt == "synthetic":
         return open_dataset(None, split=split, format="synthetic", length=count, seed=seed,
                             size=size or (128, 256), num_classes=num_classes)

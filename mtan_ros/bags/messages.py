@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import cv2
 import numpy as np
 
 # Default topics: the perception node runs in namespace /camera, so its relative
@@ -47,7 +48,7 @@ _ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 
 def typestore() -> Any:
     """The rosbags type store with the ROS 2 Kilted message definitions (built once)."""
     try:
-        from rosbags.typesys import Stores, get_typestore
+        from rosbags.typesys import Stores, get_typestore  # optional: pip install .[bags]
     except ImportError as exc:
         raise ImportError(f"writing and reading bags needs the 'rosbags' package ({exc}); "
                           "install it with `pip install rosbags` or `pip install -e .[bags]`") from None
@@ -96,8 +97,6 @@ def image_cdr(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = 
 def compressed_cdr(rgb: np.ndarray, stamp_ns: int, frame_id: str = FRAME_ID, fmt: str = "jpeg",
                    quality: int = 95) -> bytes:
     """A sensor_msgs/CompressedImage as image_transport's compressed plugin writes it."""
-    import cv2
-
     if fmt not in ("jpeg", "png"):
         raise ValueError(f"compressed format must be 'jpeg' or 'png', got {fmt!r}")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
@@ -169,8 +168,6 @@ def decode_image(cdr: bytes | memoryview, msgtype: str = IMAGE_TYPE) -> DecodedI
     msg = deserialize(cdr, msgtype)
     stamp = stamp_ns(msg.header.stamp)
     if msgtype == COMPRESSED_TYPE:
-        import cv2
-
         bgr = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError("compressed image data could not be decoded")

@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
+import yaml
+
+from mtan_ros.bags.messages import cdr_problem
 from mtan_ros.errors import BagCorruptError, BagReadError  # noqa: F401 (re-exported)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -239,8 +242,6 @@ def open_bag(path: "str | os.PathLike[str]") -> Bag:
 def _read_metadata(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
@@ -276,7 +277,7 @@ def _split_index(path: Path) -> tuple[int, str]:
 
 def _zstandard() -> Any:
     try:
-        import zstandard
+        import zstandard  # optional: comes with mcap (pip install .[bags])
     except ImportError:
         raise BagReadError("this bag is zstd-compressed; install the 'zstandard' package to read it") from None
     return zstandard
@@ -333,8 +334,6 @@ def _decoded(msg: BagMessage, compressed: bool, check: bool) -> tuple[Optional[B
             return None, f"holds a compressed message that {why}"
         msg = BagMessage(msg.topic, msg.msgtype, msg.log_time_ns, data)
     if check:
-        from mtan_ros.bags.messages import cdr_problem
-
         problem = cdr_problem(msg.data, msg.msgtype)
         if problem is not None:
             return None, f"holds a damaged {msg.msgtype}: {problem}"
@@ -394,8 +393,8 @@ class _McapFile:
 
     def _parse(self, offset: int, end: int) -> tuple[Any, str]:
         """(the record at `offset` read by the library from exactly its bytes, or None; why not)."""
-        from mcap.exceptions import McapError
-        from mcap.stream_reader import StreamReader
+        from mcap.exceptions import McapError  # optional: pip install .[bags]
+        from mcap.stream_reader import StreamReader  # optional: pip install .[bags]
 
         stream = io.BytesIO(self.mm[offset:end])  # bounded: a garbled inner length cannot read further
         try:
@@ -415,8 +414,8 @@ class _McapFile:
 
     def _records(self) -> Iterator[BagMessage]:
         """Top-level records in file order; a damaged one is noted and reading goes on at the next chunk."""
-        from mcap.opcode import Opcode
-        from mcap.records import Chunk, DataEnd, Footer, MessageIndex
+        from mcap.opcode import Opcode  # optional: pip install .[bags]
+        from mcap.records import Chunk, DataEnd, Footer, MessageIndex  # optional: pip install .[bags]
 
         offset: Optional[int] = len(MCAP_MAGIC)
         lost: Optional[tuple[Damage, int]] = None  # a damaged chunk whose message index records follow
@@ -472,8 +471,8 @@ class _McapFile:
     # -------------------------------------------------------------------- chunks
     def _chunk(self, chunk: Any, offset: int, length: int) -> Iterator[BagMessage]:
         """The messages of a verified chunk; else the Damage (and first lost byte) its message index fills."""
-        from mcap.exceptions import UnsupportedCompressionError
-        from mcap.stream_reader import CRCValidationError, get_chunk_data_stream
+        from mcap.exceptions import UnsupportedCompressionError  # optional: pip install .[bags]
+        from mcap.stream_reader import CRCValidationError, get_chunk_data_stream  # optional: pip install .[bags]
 
         where = f"chunk at byte {offset}"
         try:
@@ -508,7 +507,7 @@ class _McapFile:
 
     def _record(self, record: Any, where: str, check: bool) -> Optional[BagMessage]:
         """Schemas and channels are kept; a message is returned (None, and noted, if it is not usable)."""
-        from mcap.records import Channel, Message, Schema
+        from mcap.records import Channel, Message, Schema  # optional: pip install .[bags]
 
         if isinstance(record, Schema):
             self.schemas[record.id] = record.name
@@ -555,9 +554,9 @@ class _McapFile:
 
     def _cut_off_chunk(self, offset: int) -> Iterator[BagMessage]:
         """The complete messages of the chunk the file ends in (they cannot be CRC-checked: each must parse)."""
-        from mcap.data_stream import ReadDataStream
-        from mcap.exceptions import McapError
-        from mcap.records import Chunk
+        from mcap.data_stream import ReadDataStream  # optional: pip install .[bags]
+        from mcap.exceptions import McapError  # optional: pip install .[bags]
+        from mcap.records import Chunk  # optional: pip install .[bags]
 
         try:
             chunk = Chunk.read(ReadDataStream(io.BytesIO(self.mm[offset + 9:])))
@@ -618,8 +617,8 @@ class _McapFile:
             self._summary_read = True
             footer = self._footer()
             if footer is not None and footer.summary_start and self._summary_crc_ok(footer):
-                from mcap.exceptions import McapError
-                from mcap.reader import SeekingReader
+                from mcap.exceptions import McapError  # optional: pip install .[bags]
+                from mcap.reader import SeekingReader  # optional: pip install .[bags]
 
                 try:
                     with open(self.path, "rb") as handle:
@@ -660,7 +659,7 @@ class _McapFile:
 
 
 def _opcode_name(op: int) -> Optional[str]:
-    from mcap.opcode import Opcode
+    from mcap.opcode import Opcode  # optional: pip install .[bags]
 
     try:
         return Opcode(op).name.lower()
@@ -673,9 +672,9 @@ def _chunk_records(stream: Any, size: int) -> tuple[list[Any], Optional[tuple[in
 
     Returns them and, if the data does not end cleanly, (byte offset, what is wrong).
     """
-    from mcap.exceptions import McapError
-    from mcap.opcode import Opcode
-    from mcap.records import Channel, Message, Schema
+    from mcap.exceptions import McapError  # optional: pip install .[bags]
+    from mcap.opcode import Opcode  # optional: pip install .[bags]
+    from mcap.records import Channel, Message, Schema  # optional: pip install .[bags]
 
     readers = {Opcode.SCHEMA: Schema.read, Opcode.CHANNEL: Channel.read}
     records: list[Any] = []
@@ -716,7 +715,7 @@ def _strict_vfs() -> Any:
     read fails, so such a row is reported as damaged instead of delivered wrong.
     """
     try:
-        import apsw
+        import apsw  # optional: comes with rosbags (pip install .[bags])
     except ImportError:
         raise BagReadError("reading sqlite3 bags needs the 'apsw' package (installed with rosbags); "
                            "`pip install apsw`") from None

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mtan_ros.depth_encoding import DepthEncoding
+from mtan_ros.data.augment import augment_sample
 from mtan_ros.data.camera import DEFAULT as DEFAULT_CAMERA
 from mtan_ros.data.camera import CityscapesCamera
 from mtan_ros.data.classes import ClassSet
@@ -108,8 +109,6 @@ class StreetDataset(Dataset):
             "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)[None]),
         }
         if self.augment:
-            from mtan_ros.data.augment import augment_sample
-
             item = augment_sample(item, self.augmentation_rng(index), self.depth_encoding,
                                   scales=self.augment_scales, flip_probability=self.flip_probability)
         return item

@@ -83,7 +83,7 @@ def generic_class_set(num_classes: int) -> ClassSet:
 
 def _labels() -> list:
     try:
-        from cityscapesscripts.helpers import labels as cs_labels
+        from cityscapesscripts.helpers import labels as cs_labels  # optional: pip install .[train]
     except ImportError as exc:
         raise ImportError(
             "the Cityscapes label table needs the 'cityscapesscripts' package "

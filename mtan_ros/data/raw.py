@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
 
 from mtan_ros.depth_encoding import METRIC
@@ -36,16 +37,7 @@ KINDS = {
 }
 
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - OpenCV is a core dependency
-        raise ImportError(f"reading Cityscapes PNGs needs OpenCV ({exc}); install opencv-python-headless") from None
-    return cv2
-
-
 def read_png(path: Path, what: str, flags: int) -> np.ndarray:
-    cv2 = _cv2()
     if not path.is_file():
         raise DataError(path, f"{what} not found", f"a {what} for every image")
     array = cv2.imread(str(path), flags)
@@ -88,7 +80,7 @@ class RawCityscapes(StreetDataset):
         self._discover()
         size = check_size(size)
         if size is None:
-            first = read_png(self._path("image", 0), "image PNG", _cv2().IMREAD_UNCHANGED)
+            first = read_png(self._path("image", 0), "image PNG", cv2.IMREAD_UNCHANGED)
             size = (int(first.shape[0]), int(first.shape[1]))
         self.image_size = size
 
@@ -150,7 +142,6 @@ class RawCityscapes(StreetDataset):
         return self.stored_camera(index).scaled(*self.image_size)
 
     def _load(self, index: int):
-        cv2 = _cv2()
         paths = self.sample_paths(index)
         bgr = read_png(paths["image"], "image PNG", cv2.IMREAD_COLOR)
         labels = read_png(paths["label"], "gtFine labelIds PNG", cv2.IMREAD_UNCHANGED)

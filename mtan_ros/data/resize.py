@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 DEPTH_RESIZE_MODES = ("masked_mean", "nearest")
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - OpenCV is a core dependency
-        raise ImportError(f"resizing needs OpenCV ({exc}); install opencv-python-headless") from None
-    return cv2
 
 
 def _target(size: Sequence[int]) -> tuple[int, int]:
@@ -34,7 +27,6 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     height, width = _target(size)
     if image.shape[:2] == (height, width):
         return image
-    cv2 = _cv2()
     shrinking = height * width < image.shape[0] * image.shape[1]
     mode = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     out = cv2.resize(image, (width, height), interpolation=mode)
@@ -73,7 +65,6 @@ def resize_depth(depth: np.ndarray, size: Sequence[int], mode: str = "masked_mea
     if mode == "nearest" or height > depth.shape[0] or width > depth.shape[1]:
         # Enlarging: an output pixel covers less than one input pixel, nothing to average.
         return resize_labels(clean, size)
-    cv2 = _cv2()
     total = cv2.resize(clean.astype(np.float64), (width, height), interpolation=cv2.INTER_AREA)
     count = cv2.resize(valid.astype(np.float64), (width, height), interpolation=cv2.INTER_AREA)
     out = np.zeros((height, width), dtype=np.float32)

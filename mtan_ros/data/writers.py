@@ -18,11 +18,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import cv2
 import numpy as np
 
 from mtan_ros.depth_encoding import CITYSCAPES_INVERSE
 from mtan_ros.data.base import check_size
+from mtan_ros.data.classes import train_id_to_label_id
 from mtan_ros.data.synthetic import SyntheticScene, generate_scene, scene_rng
+from mtan_ros.data.synthetic_dataset import scene_labels
 
 MARKER = "synthetic.json"
 CITIES = {"train": "synthtown", "val": "synthville", "test": "synthburg"}
@@ -36,7 +39,7 @@ def _progress(items: Iterable, total: int, desc: str, enabled: bool) -> Iterable
     if not enabled:
         return items
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional: pip install .[train]
     except ImportError:
         return items
     return tqdm(items, total=total, desc=desc, unit="scene")
@@ -78,8 +81,6 @@ def _splits(n_train: int, n_val: int):
 
 def scene_class_ids(scene: SyntheticScene, num_classes: int) -> np.ndarray:
     """Scene labels as float32 class ids of the 7- or 19-class set, -1 = void (release format)."""
-    from mtan_ros.data.synthetic_dataset import scene_labels
-
     return scene_labels(scene, num_classes).astype(np.float32)
 
 
@@ -153,10 +154,6 @@ def write_raw_tree(out, n_train: int, n_val: int, size: Sequence[int] = (128, 25
     (real files describe 2048x1024 and have none); disparity is in pixels of the stored
     image. The raw reader then recovers the scene's metres up to the 1/256 px quantisation.
     """
-    import cv2
-
-    from mtan_ros.data.classes import train_id_to_label_id
-
     height, width = check_size(size)
     out = Path(out)
     params = {"format": "raw", "n_train": int(n_train), "n_val": int(n_val), "size": [height, width],

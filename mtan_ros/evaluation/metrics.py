@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 __all__ = ["ConfusionMatrix", "PerImageSegmentation", "DepthErrors", "depth_errors", "normal_errors", "as_tensor"]
 
@@ -57,8 +58,6 @@ def as_tensor(value: Any) -> torch.Tensor:
 
 def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over processes when torch.distributed is running; otherwise unchanged."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from mtan_ros.common.files import atomic_write, write_bytes
@@ -31,11 +32,11 @@ def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[f
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path | None:
     """Loss, segmentation, depth and task-weight curves per epoch as one PNG (None without matplotlib)."""
     try:
-        import matplotlib
+        import matplotlib  # optional: pip install .[train]
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
+        import matplotlib.pyplot as plt  # optional, as above
+        from matplotlib.ticker import MaxNLocator  # optional, as above
     except Exception:  # plotting is a convenience; never stop training for it
         return None
     keys = sorted({k for row in rows for k in row})
@@ -108,8 +109,6 @@ def truth_depth_range(predicted: Sequence[Any], truth: Sequence[Any]) -> tuple[f
 
 def colorize_depth(metres: Any, vmin: float, vmax: float) -> np.ndarray:
     """H×W metres -> H×W×3 uint8 RGB (near = bright, inverse-depth scaling); no value = black."""
-    import cv2
-
     metres = np.asarray(metres, dtype=np.float64)
     valid = np.isfinite(metres) & (metres > 0)
     inv = np.where(valid, 1.0 / np.where(valid, metres, 1.0), 0.0)
@@ -127,15 +126,11 @@ _TITLE_HEIGHT = 18
 
 def _put_text(canvas: np.ndarray, text: str, origin: tuple[int, int], color: Sequence[int] = (0, 0, 0)) -> None:
     """Draw one line of text (the one place text is drawn, so tests can see what is written)."""
-    import cv2
-
     cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, tuple(int(c) for c in color), 1,
                 cv2.LINE_AA)
 
 
 def _text_width(text: str) -> int:
-    import cv2
-
     return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, 1)[0][0]
 
 
@@ -255,8 +250,6 @@ def mosaic_picture(frames: Sequence[Sequence[Any]], palette: Any, names: Sequenc
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an RGB uint8 image as PNG (OpenCV wants BGR), atomically (a full disk: StorageError)."""
-    import cv2
-
     ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise ValueError(f"OpenCV cannot encode a {rgb.shape} {rgb.dtype} image as PNG for '{path}'")

@@ -31,6 +31,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from mtan_ros.data.classes import class_set
+from mtan_ros.evaluation.plots import mosaic_picture, write_png
+from mtan_ros.evaluation.report import write_json
+
 REPORT_KEYS = ("miou", "pixel_accuracy", "abs_err_m", "rel_err", "latency_ms_p50", "latency_ms_p95", "fps",
                "frames_in", "frames_out", "dropped")
 _TASKS = ("depth", "semantic")
@@ -59,6 +63,8 @@ class ReplayEvaluator:
     def __init__(self, num_classes: int, class_names: Optional[Sequence[str]] = None,
                  palette: Optional[Any] = None, mosaic_frames: int = 4, expected_frames: int = 0,
                  max_pending: int = 300):
+        # torch, with the metrics: +2.2 s (-X importtime). The evaluator node imports this module at start-up,
+        # before it checks its parameters, and mtan-demo uses only format_report: neither should wait for it.
         from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
 
         self.num_classes = int(num_classes)
@@ -66,8 +72,6 @@ class ReplayEvaluator:
             class_names = [f"class_{i}" for i in range(self.num_classes)]
         self.class_names = list(class_names)
         if palette is None:
-            from mtan_ros.data.classes import class_set
-
             palette = class_set(self.num_classes).palette()
         self.palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
         self.confusion = ConfusionMatrix(self.num_classes)
@@ -270,8 +274,6 @@ class ReplayEvaluator:
         """Rows of input | labels | true labels | depth | true depth in frame order, then a depth colour
         bar in metres and the class legend. Every depth panel uses one colour scale: the robust range
         (2nd-98th percentile) of the drawn frames' ground truth."""
-        from mtan_ros.evaluation.plots import mosaic_picture
-
         if not self.mosaic_rows:
             return None
         frames = [arrays for _, arrays in sorted(self.mosaic_rows, key=lambda r: r[0])]
@@ -279,9 +281,6 @@ class ReplayEvaluator:
 
     def write(self, out_dir: "str | os.PathLike[str]", info: Optional[dict[str, Any]] = None) -> dict[str, Path]:
         """Write report.json (and mosaic.png when there are frames to draw); returns their paths."""
-        from mtan_ros.evaluation.plots import write_png
-        from mtan_ros.evaluation.report import write_json
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report = self.report(info)

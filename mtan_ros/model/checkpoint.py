@@ -26,11 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+import torch
+from torch.overrides import TorchFunctionMode
+
 from mtan_ros.common.files import atomic_write
 from mtan_ros.common.files import remove_stale_temporaries  # noqa: F401 (re-exported)
 from mtan_ros.common.text import quote_path
 from mtan_ros.depth_encoding import DepthEncoding
 from mtan_ros.errors import CheckpointError  # noqa: F401 (re-exported)
+from mtan_ros.model import ARCHITECTURES, INPUT_MULTIPLE, build_model
+from mtan_ros.model.tasks import validate_tasks
 
 FORMAT = "mtan_ros.checkpoint"
 VERSION = 1
@@ -63,9 +68,6 @@ class ModelSpec:
     width: float = 1.0
 
     def __post_init__(self) -> None:
-        from mtan_ros.model import ARCHITECTURES
-        from mtan_ros.model.tasks import validate_tasks
-
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; this mtan_ros builds {', '.join(ARCHITECTURES)}")
         validate_tasks(self.tasks)
@@ -173,8 +175,6 @@ class CheckpointMeta:
 
 def check_input_size(size: Any) -> tuple[int, int]:
     """(height, width) as ints, or ValueError: two positive multiples of 32 within the limits."""
-    from mtan_ros.model import INPUT_MULTIPLE
-
     if len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
         raise ValueError(f"input_size must be two positive integers (height, width), got {size!r:.60}")
     height, width = (int(v) for v in size)
@@ -212,8 +212,6 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, Any], meta: C
     The file gets the permissions of any newly created file (0666 minus the
     umask), so a node running as another user can read it.
     """
-    import torch
-
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -267,10 +265,6 @@ def check_weights(checkpoint: Checkpoint, source: str = "checkpoint"):
     at no cost, instead of growing the process. Raises CheckpointError naming
     the first mismatches and both sizes.
     """
-    import torch
-
-    from mtan_ros.model import build_model
-
     spec = checkpoint.meta.model
     if checkpoint._shapes is not None and checkpoint._shapes[0] == spec:
         model = checkpoint._shapes[1]
@@ -324,8 +318,6 @@ def build_model_from_checkpoint(checkpoint: Checkpoint, source: str = "checkpoin
     target = model.state_dict()
     if not all(name in target for name, _ in model.named_buffers()):
         # A buffer the file does not hold would stay on "meta": build the model the ordinary way.
-        from mtan_ros.model import build_model
-
         spec = checkpoint.meta.model
         model = build_model(spec.arch, dict(spec.tasks), spec.width)
     weights = {k: v.to(device="cpu", dtype=target[k].dtype, copy=True) for k, v in checkpoint.state_dict.items()}
@@ -344,9 +336,6 @@ def _skip_random_init_mode():
     Random values mean nothing on the meta device, and the first `normal_` on it
     imports torch._dynamo (3-6 s), which would add that to every model load.
     """
-    import torch
-    from torch.overrides import TorchFunctionMode
-
     skipped = {torch.Tensor.normal_, torch.Tensor.uniform_}
 
     class SkipRandomInit(TorchFunctionMode):
@@ -493,8 +482,6 @@ def _what_is(head: bytes, size: int) -> str:
 
 
 def _torch_load(path: Path, handle: BinaryIO, map_location: Any) -> Any:
-    import torch
-
     try:
         return torch.load(handle, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
