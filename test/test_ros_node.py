@@ -80,9 +80,25 @@ def node(ros, checkpoints):
         yield proc
 
 
+class CountingPublisher:
+    """A publisher that counts what it sends, so that a test can account for every frame."""
+
+    def __init__(self, publisher):
+        self.publisher = publisher
+        self.sent = 0
+
+    def publish(self, msg):
+        self.sent += 1
+        self.publisher.publish(msg)
+
+    def __getattr__(self, name):
+        return getattr(self.publisher, name)
+
+
 @pytest.fixture(scope="module")
 def publishers(ros, node):
-    pub = ros.node.create_publisher(Image, node.topic("image_raw"), 10)
+    """The only publishers of the node's camera topics in this module (the node counts its frames from them)."""
+    pub = CountingPublisher(ros.node.create_publisher(Image, node.topic("image_raw"), 10))
     info_pub = ros.node.create_publisher(CameraInfo, node.topic("camera_info"), 10)
     ros.wait_for(lambda: pub.get_subscription_count() > 0, 60, "discovery of the node")
     return pub, info_pub
@@ -295,7 +311,12 @@ def test_diagnostics_report_the_pipeline(ros, node, io, reference):
     status, values = node_status(ros, node, lambda v: int(v["frames_processed"]) > int(before["frames_processed"]))
     assert int(values["frames_received"]) >= int(values["frames_processed"]) + int(values["frames_rejected"])
     assert "16-bit" in values["last_problem"]
-    assert values["lifecycle_state"] == "active" and values["frames_lost_in_transport"] == "0"
+    assert values["lifecycle_state"] == "active"
+    # A loaded machine may lose frames in transport (keep-last 1 overwrites a frame the node has not taken yet);
+    # lost frames are ones published and never received, so both counts together stay within what was sent.
+    lost = values["frames_lost_in_transport"]
+    assert lost.isdigit(), lost
+    assert int(values["frames_received"]) + int(lost) <= pub.sent, (values, pub.sent)
     assert values["device"] == "cpu" and values["precision"] == "fp32"
     assert float(values["inference_ms_p50"]) > 0 and float(values["inference_ms_p95"]) >= float(
         values["inference_ms_p50"])
