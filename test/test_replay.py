@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 import pytest
-from ros_helpers import REPO, Collector, NodeProcess, RosSession, image_to_array
+from ros_helpers import (REPO, Collector, DiagnosticsWatch, NodeProcess, RosSession, image_to_array,
+                         make_image_msg, stamp_key)
 
 from mtan_ros.bags import messages as m
 from mtan_ros.bags.make_bag import BagTopics, write_bag
@@ -175,6 +176,8 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
     clock_sub = ros.node.create_subscription(Clock, "/clock", lambda c: clocks.append(
         c.clock.sec * 10**9 + c.clock.nanosec), 10)
     out = tmp_path / "report"
+    last_ns = max(m.header_stamp_ns(x.data) for x in read_all(bag) if x.topic == topics.image)
+    last_frame = (last_ns // 10**9, last_ns % 10**9)
     # No perception node here: the evaluator listens to the ground truth at once.
     evaluator = NodeProcess(ros, ["--ros-args", "-p", f"output_dir:={out}", "-p", f"bag:={bag}",
                                   "-p", "idle_timeout:=2.0", "-p", "wait_for_predictions:=false"],
@@ -200,10 +203,12 @@ def test_free_play_keeps_the_recorded_rate_and_clock(ros, bag, topics, tmp_path)
                 ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to finish")
                 assert player.proc.returncode == 0, player.output()
             # The player starts once the image topic has any subscriber; with the evaluator's already there,
-            # this collector may be matched a frame late. The rate is measured over the frames it got.
-            ros.wait_for(lambda: len(collector.received_at[topics.image]) >= 5, timeout=10,
-                         what=f"5 or 6 frames at rate {rate} (got {len(collector.received_at[topics.image])})")
-            ros.spin_for(1.0 / rate)
+            # this collector may be matched a frame late (missing the first), never the last: the player waits
+            # for its reliable subscribers to have every frame before it exits. The rate is measured over the
+            # frames it got.
+            ros.wait_for(lambda: last_frame in collector.received_at[topics.image], timeout=10,
+                         what=f"the last frame at rate {rate}")
+            assert len(collector.received_at[topics.image]) >= 5, sorted(collector.received_at[topics.image])
             arrivals = sorted(collector.received_at[topics.image].items())  # by stamp
             recorded_span = (arrivals[-1][0][0] - arrivals[0][0][0]) + (arrivals[-1][0][1] - arrivals[0][0][1]) / 1e9
             spans[rate] = (arrivals[-1][1] - arrivals[0][1]) * (5 / BAG_RATE) / recorded_span  # over the whole bag
@@ -234,7 +239,21 @@ class _Managed:
         self.ros = ros
         self.node = LifecycleNode("perception_node", namespace=namespace, context=ros.context)
         self.fqn = f"{namespace}/perception_node"
+        self.state_requests = 0  # get_state calls answered, e.g. a waiting player's polls
+        (service,) = [srv for srv in self.node.services if srv.srv_name == f"{self.fqn}/get_state"]
+        answer = service.callback
+
+        def counted(request, response):
+            self.state_requests += 1
+            return answer(request, response)
+
+        service.callback = counted
         ros.executor.add_node(self.node)
+
+    def seen_twice(self, timeout: float = 60.0) -> None:
+        """Wait until two more get_state requests came: the player has acted on an answer given from now on."""
+        target = self.state_requests + 2
+        self.ros.wait_for(lambda: self.state_requests >= target, timeout, "two more get_state requests")
 
     def destroy(self) -> None:
         self.ros.executor.remove_node(self.node)
@@ -251,6 +270,16 @@ def _asks_for_state(ros: RosSession, target: str) -> bool:
     return False
 
 
+def _deliver_pending(ros: RosSession, rounds: int = 50) -> None:
+    """Run the callbacks of messages already in this process's readers (at most `rounds`, far more than a bag has).
+
+    After a player exits its reliable subscribers hold everything it sent (it waits for their
+    acknowledgements), so no time needs to pass: an extra message would be delivered here.
+    """
+    for _ in range(rounds):
+        ros.executor.spin_once(timeout_sec=0)
+
+
 def test_the_player_plays_only_once_the_node_is_active(ros, bag, topics):
     from sensor_msgs.msg import Image
 
@@ -265,10 +294,10 @@ def test_the_player_plays_only_once_the_node_is_active(ros, bag, topics):
         with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: _asks_for_state(ros, managed.fqn) and collector.connected(), timeout=60,
                          what="the player to wait for the node")
-            ros.spin_for(2.0)
+            managed.seen_twice()
             assert player.alive() and not collector.messages[topics.image], "played before the node was configured"
             managed.node.trigger_configure()
-            ros.spin_for(2.0)
+            managed.seen_twice()
             assert player.alive() and not collector.messages[topics.image], "played while the node was inactive"
             managed.node.trigger_activate()
             ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
@@ -291,11 +320,54 @@ def test_the_player_fails_when_the_node_never_gets_active(ros, bag, topics):
         with NodeProcess(ros, args, module="mtan_ros.ros.replay.bag_player") as player:
             ros.wait_for(lambda: not player.alive(), timeout=90, what="the player to give up")
             assert player.proc.returncode == 2, player.output()
-        ros.spin_for(0.5)
+        _deliver_pending(ros)
         assert not collector.messages[topics.image]
     finally:
         collector.destroy()
         managed.destroy()
+
+
+def _pending(values: dict[str, str]) -> int:
+    """Frames the node has received and not yet processed, dropped, rejected or skipped."""
+    done = ("frames_processed", "frames_dropped", "frames_rejected", "frames_skipped_no_subscriber")
+    return int(values["frames_received"]) - sum(int(values[key]) for key in done)
+
+
+def _until_outputs_reach(ros: RosSession, node_fqn: str, image_topic: str, collector: Collector) -> None:
+    """Send the node a probe frame until its outputs reach `collector`, then forget them.
+
+    A subscription that sees the node's publishers is not yet seen by them: outputs published
+    in between are lost to it. One probe at a time, each taken and accounted for by the node
+    before the next, so that none is left to reach a subscriber that comes later (the evaluator).
+    """
+    from sensor_msgs.msg import Image
+
+    from mtan_ros.ros.camera.qos import playback_qos
+
+    pub = ros.node.create_publisher(Image, image_topic, playback_qos())
+    watch = DiagnosticsWatch(ros, node_fqn)
+    probe = make_image_msg(np.zeros((*SIZE, 3), np.uint8), "rgb8", stamp=ros.stamp(1.0))  # before the bag's stamps
+    outputs = list(collector.messages)
+    try:
+        ros.wait_for(lambda: pub.get_subscription_count() > 0, 120, "the node's camera subscription")
+        before = int(watch.wait(lambda v: True, 60)["frames_received"])
+        for sent in range(1, 31):
+            pub.publish(probe)
+            watch.wait(lambda v: int(v["frames_received"]) >= before + sent and _pending(v) == 0, 60,
+                       f"the node to take probe {sent}")
+            try:  # its outputs, if it had a subscriber for them, are on their way
+                ros.wait_for(lambda: collector.has(probe.header.stamp, outputs), 5, "the probe's outputs")
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError(f"no probe's outputs reached {outputs} in 30 tries")
+    finally:
+        ros.node.destroy_publisher(pub)
+        watch.destroy()
+    for name in outputs:
+        collector.messages[name].pop(stamp_key(probe.header.stamp), None)
+        collector.received_at[name].pop(stamp_key(probe.header.stamp), None)
 
 
 def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
@@ -319,7 +391,7 @@ def test_lockstep_with_the_node_drops_nothing_and_scores_like_the_training_code(
         # the player still has to wait for the evaluator by itself.
         node.start()
         ros.wait_for(collector.connected, timeout=120, what="the node's depth and semantic publishers")
-        ros.spin_for(1.0)
+        _until_outputs_reach(ros, f"{base}/perception_node", topics.image, collector)
         for proc in (evaluator, player):
             proc.start()
         ros.wait_for(lambda: not player.alive(), timeout=240, what="the lockstep player to finish")
@@ -416,10 +488,10 @@ def test_truncated_bag_plays_up_to_the_damage(ros, bag, topics, tmp_path):
             ros.wait_for(lambda: not player.alive(), timeout=60, what="the player to finish")
             assert player.proc.returncode == 2, player.output()  # damaged: every intact frame, then an error
         ros.wait_for(lambda: len(collector.messages[topics.image]) == intact, timeout=10, what="the intact frames")
+        _deliver_pending(ros)  # the player exits once its reliable subscribers have every frame it sent
+        assert len(collector.messages[topics.image]) == intact
     finally:
         collector.destroy()
-    time.sleep(0.2)
-    assert len(collector.messages[topics.image]) == intact
 
 
 # ------------------------------------------------------------------------------------ stopping at any moment
@@ -488,10 +560,10 @@ def test_an_early_ctrl_c_ends_quietly(ros, bag, tmp_path, tiny_checkpoint, name,
     with open(log_path, "wb") as log:
         proc = _entry(ros, name, ["-r", f"__ns:={ros.namespace}/early", *args[name]], log)
         try:
-            end = time.monotonic() + 60
-            while not _handles_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < end:
-                time.sleep(0.01)
-            time.sleep(delay)
+            ros.wait_for(lambda: _handles_sigterm(proc.pid) or proc.poll() is not None, 60,
+                         f"the {name} entry point to install its signal handlers")
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+            time.sleep(delay)  # not a synchronisation: the moment of the import that the signal lands in
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=120)
         finally:
@@ -522,7 +594,7 @@ def test_ctrl_c_twice_while_running_ends_cleanly(ros, bag, tmp_path, tiny_checkp
         try:
             ros.wait_for(running[name], timeout=90, what=f"the {name} to run")
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.05)
+            time.sleep(0.05)  # not a synchronisation: launch's own SIGINT comes a moment after the terminal's
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=60)
         finally:

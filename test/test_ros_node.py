@@ -79,9 +79,25 @@ def node(ros, checkpoints):
         yield proc
 
 
+class CountingPublisher:
+    """A publisher that counts what it sends, so that a test can account for every frame."""
+
+    def __init__(self, publisher):
+        self.publisher = publisher
+        self.sent = 0
+
+    def publish(self, msg):
+        self.sent += 1
+        self.publisher.publish(msg)
+
+    def __getattr__(self, name):
+        return getattr(self.publisher, name)
+
+
 @pytest.fixture(scope="module")
 def publishers(ros, node):
-    pub = ros.node.create_publisher(Image, node.topic("image_raw"), 10)
+    """The only publishers of the node's camera topics in this module (the node counts its frames from them)."""
+    pub = CountingPublisher(ros.node.create_publisher(Image, node.topic("image_raw"), 10))
     info_pub = ros.node.create_publisher(CameraInfo, node.topic("camera_info"), 10)
     ros.wait_for(lambda: pub.get_subscription_count() > 0, 60, "discovery of the node")
     return pub, info_pub
