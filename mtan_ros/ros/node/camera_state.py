@@ -38,19 +38,6 @@ from mtan_ros.ros.node.pointcloud import PointCloudBuilder, camera_info_problem,
 _PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
 
 
-def camera_name_problem(name: str) -> Optional[str]:
-    """Why `name` cannot name a camera (its topics are `<name>/image_raw`, ... under the node), or None."""
-    if name.startswith(("/", "~")):
-        return "must be relative (its topics live under the node's namespace, where remaps and namespaces apply)"
-    if name.endswith("/") or "//" in name:
-        return "has an empty part between slashes"
-    if not all(part and (part[0].isalpha() or part[0] == "_") and all(c.isalnum() or c == "_" for c in part)
-               for part in name.split("/")):
-        return "may hold only letters, digits and underscores (and / between parts), each part not starting " \
-               "with a digit"
-    return None
-
-
 @dataclass
 class Job:
     """One camera's frame, decoded, and the message buffers its results are written into."""

@@ -56,7 +56,8 @@ from mtan_ros.pipeline.throttle import Throttle
 from mtan_ros.ros.camera import qos
 from mtan_ros.ros.camera import transport
 from mtan_ros.ros.camera.cv_bridge_check import bridge_status
-from mtan_ros.ros.node.camera_state import CameraState, Job, camera_name_problem
+from mtan_ros.ros.node.camera_state import CameraState, Job
+from mtan_ros.ros.node.camera_topics import check_camera_names
 from mtan_ros.ros.node.diagnostics import BatchStats, diagnostic_array
 from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
 from mtan_ros.ros.node_main import run_node
@@ -228,15 +229,10 @@ class PerceptionNode(LifecycleNode):
     @staticmethod
     def _camera_names(value: list[str]) -> list[str]:
         """The `cameras` parameter checked: distinct relative names; [""] (today's topics) when empty."""
-        for name in value:
-            problem = camera_name_problem(name)
-            if problem is not None:
-                raise NodeStartupError(f"parameter cameras: camera name {quote(name)} {problem}, e.g. "
-                                       "cameras:=\"[front, rear]\"")
-        repeated = sorted({name for name in value if value.count(name) > 1})
-        if repeated:
-            raise NodeStartupError(f"parameter cameras lists {', '.join(map(quote, repeated))} more than once; "
-                                   "give every camera a distinct name")
+        try:
+            check_camera_names(value)
+        except ConfigError as exc:
+            raise NodeStartupError(f"parameter {exc}") from None
         return list(value) or [""]
 
     def _make_cameras(self, names: list[str]) -> list[CameraState]:
