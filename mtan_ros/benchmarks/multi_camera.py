@@ -16,7 +16,8 @@ the frames answered with that camera's frame_id, size and one of its stamps
 (the camera's wall clock when it sent it) to the answer arriving here (p50/p95), and
 per setup the frames answered in total, the largest total RSS of the node processes
 while the cameras ran, and their CPU time over the run. Counts, not rates: a frame
-is answered or not.
+is answered or not. On a machine shared with other work, N processes get a larger
+share of the cores than one: compare "answered per CPU s" as well as the totals.
 """
 from __future__ import annotations
 
@@ -252,11 +253,12 @@ def _table(results: list[dict[str, Any]]) -> str:
                          f"{r['answered']}/{r['sent']} ({r['answered'] / r['sent']:.0%}) | {r['wrong']} | "
                          f"{r['reached_node']} | {r['dropped']} | {r['latency_ms_p50']:.0f} | "
                          f"{r['latency_ms_p95']:.0f} |")
-    lines += ["", "| cameras | setup | answered in total | RSS of the nodes (MB) | CPU time (s) | mean batch |",
-              "|" + "---|" * 6]
+    lines += ["", "| cameras | setup | answered in total | RSS of the nodes (MB) | CPU time (s) | answered per CPU s "
+              "| mean batch |", "|" + "---|" * 7]
     for result in results:
+        per_cpu = result["answered"] / result["cpu_s"] if result["cpu_s"] else float("nan")
         lines.append(f"| {result['cameras']} | {result['setup']} | {result['answered']}/{result['sent']} | "
-                     f"{result['rss_mb']:.0f} | {result['cpu_s']:.1f} | {result['batch_size_mean']} |")
+                     f"{result['rss_mb']:.0f} | {result['cpu_s']:.1f} | {per_cpu:.1f} | {result['batch_size_mean']} |")
     return "\n".join(lines)
 
 
