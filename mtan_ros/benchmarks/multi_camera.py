@@ -1,14 +1,14 @@
 """N cameras served by one multi-camera perception node versus N single-camera nodes, in one run.
 
     python -m mtan_ros.benchmarks.multi_camera [--cameras 1,2,4] [--sizes 480x640,720x1280]
-        [--rate 5] [--frames 60] [--width 0.25] [--checkpoint best.pt] [--json out.json]
+        [--rate 5] [--frames 60] [--width 0.25] [--checkpoint best.pt] [--max-batch-size 0] [--json out.json]
 
 For each N, camera i (size: the i-th of --sizes, cycled) is a synthetic_camera process
 with ROS 2 default QoS and no Fast DDS profile, as a driver starts, publishing --frames
 frames at --rate Hz from the moment the node's reader is matched (so discovery does
 not count). Two setups in turn, each with fresh processes started the way users start
 them (`python -m mtan_ros.ros.node.perception_node`, default parameters, CPU):
-  one node   `cameras: [cam0, ..., camN-1]`, batches of up to N frames;
+  one node   `cameras: [cam0, ..., camN-1]`, batches of up to --max-batch-size frames (0: N);
   N nodes    one single-camera node per camera.
 This process subscribes to each camera's `depth` like RViz and reports per camera
 the frames answered with that camera's frame_id, size and one of its stamps
@@ -174,14 +174,15 @@ def _camera_row(seen: list[tuple], size: tuple[int, int], frame_id: str, frames:
 
 
 def run_setup(client: _Client, setup: str, sizes: list[tuple[int, int]], checkpoint: str, rate: float,
-              frames: int, env: dict[str, str], namespace: str) -> dict[str, Any]:
+              frames: int, env: dict[str, str], namespace: str, max_batch_size: int = 0) -> dict[str, Any]:
     """One setup ("one node" or "N nodes") with len(sizes) cameras: its rows and totals."""
     count = len(sizes)
     names = [f"cam{i}" for i in range(count)]
     node_args = ["-p", f"model_path:={checkpoint}", "-p", "device:=cpu"]
     if setup == "one node":
         nodes = [ChildGroup([sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:={namespace}",
-                             *node_args, "-p", f"cameras:=[{', '.join(names)}]"], env=env)]
+                             *node_args, "-p", f"cameras:=[{', '.join(names)}]",
+                             "-p", f"max_batch_size:={max_batch_size}"], env=env)]
         statuses = [f"{namespace}/perception_node: perception {name}" for name in names]
     else:
         nodes = [ChildGroup([sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:={namespace}/{name}",
@@ -300,6 +301,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames per camera")
     parser.add_argument("--width", type=float, default=0.25, help="width of the random-weight model")
     parser.add_argument("--checkpoint", help="checkpoint for the nodes (default: a random-weight MTAN of --width)")
+    parser.add_argument("--max-batch-size", type=int, default=0, help="the multi-camera node's max_batch_size")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
     counts = [int(v) for v in args.cameras.split(",") if v]
@@ -323,7 +325,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     namespace = f"/mtan_multi_bench_{os.getpid()}_{run}_{setup.split()[0]}"
                     print(f"{count} cameras, {setup} ...", flush=True)
                     results.append(run_setup(client, setup, sizes, checkpoint, args.rate, args.frames, env,
-                                             namespace))
+                                             namespace, args.max_batch_size))
         finally:
             client.close()
     print()
@@ -332,7 +334,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for line in _verdicts(results):
         print(line)
     model = args.checkpoint or f"random-weight MTAN width {args.width}"
-    print(f"{args.frames} frames per camera at {args.rate:g} Hz; model {model}; load average "
+    print(f"{args.frames} frames per camera at {args.rate:g} Hz; model {model}; one node's max_batch_size "
+          f"{args.max_batch_size}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
