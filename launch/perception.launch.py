@@ -6,8 +6,13 @@ Parameter defaults live in config/perception.yaml only. model_path, device,
 precision, compressed and autostart override that file when given; left empty they
 keep the file's values. With autostart (the file's default) the node configures
 and activates itself; with autostart:=false it waits for `ros2 lifecycle set
-<node> configure` / `activate` or a lifecycle manager. One camera per include: give
-each its own namespace (see README). Unless you configured Fast DDS yourself, the
+<node> configure` / `activate` or a lifecycle manager. Several cameras, one model:
+
+  ros2 launch mtan_ros perception.launch.py model_path:=... cameras:="[front, rear]" camera_topics:=cameras.yaml
+
+where cameras.yaml maps each name to its driver's image topic (`front: /front_camera/image_raw`;
+camera_info next to it, or `front: {image: ..., camera_info: ...}`); outputs appear
+under each name (front/depth, ...). Unless you configured Fast DDS yourself, the
 node uses the package's shared-memory profile (config/fastdds_shm.xml).
 """
 import launch.logging
@@ -47,6 +52,9 @@ def perception_node(context):
     # Like image_transport: a camera's CameraInfo is the sibling of its image topic.
     camera_info = LaunchConfiguration("camera_info").perform(context).strip() or \
         "/".join([*image.split("/")[:-1], "camera_info"])
+    cameras, camera_remaps = several_cameras(context)
+    if cameras:
+        overrides["cameras"] = cameras
     return [LifecycleNode(
         package=PACKAGE,
         executable="perception_node",
@@ -54,10 +62,21 @@ def perception_node(context):
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[("image_raw", image), ("image_raw/compressed", image + "/compressed"),
-                    ("camera_info", camera_info)],
+                    ("camera_info", camera_info), *camera_remaps],
         output="screen",
         emulate_tty=True,
     )]
+
+
+def several_cameras(context):
+    """The cameras argument (else the camera_topics file's names) and the remaps of their inputs."""
+    from mtan_ros.ros.node.camera_topics import camera_remappings, parse_cameras, read_camera_topics
+
+    cameras = parse_cameras(LaunchConfiguration("cameras").perform(context))
+    path = LaunchConfiguration("camera_topics").perform(context).strip()
+    topics = read_camera_topics(path) if path else {}
+    cameras = cameras or list(topics)
+    return cameras, camera_remappings(cameras, topics)
 
 
 def rviz(context):
@@ -89,7 +108,11 @@ def generate_launch_description():
         ("image", "image_raw", "Camera image topic that image_raw is remapped to (<image>/compressed when compressed)"),
         ("camera_info", "", "CameraInfo topic of that camera (needed for points); empty: camera_info next to "
                             "image (image:=/cam/image_raw reads /cam/camera_info)"),
-        ("namespace", "", "Namespace of the node and its outputs; one per camera"),
+        ("namespace", "", "Namespace of the node and its outputs"),
+        ("cameras", "", "Camera names served by one model, e.g. \"[front, rear]\": inputs <name>/image_raw and "
+                        "<name>/camera_info, outputs under <name>/; empty: camera_topics' names, else params_file's"),
+        ("camera_topics", "", "YAML file: camera name -> its driver's image topic (camera_info next to it), or "
+                              "name -> {image: ..., camera_info: ...}; remaps each camera's inputs"),
         ("use_sim_time", "false", "Use /clock, e.g. when replaying a rosbag"),
         ("compressed", "", "true: subscribe to <image>/compressed (JPEG/PNG); empty: params_file's value"),
         ("autostart", "", "false: the node waits for `ros2 lifecycle set` or a lifecycle manager; "

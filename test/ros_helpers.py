@@ -396,13 +396,13 @@ def make_random_checkpoint(out: str | os.PathLike, *, width: float, input_size: 
 
 
 class DiagnosticsWatch:
-    """The latest /diagnostics status of one perception node (its values as a dict)."""
+    """The latest /diagnostics status of one perception node, or of one of its `cameras` (values as a dict)."""
 
-    def __init__(self, session: RosSession, node_fqn: str) -> None:
+    def __init__(self, session: RosSession, node_fqn: str, camera: str = "") -> None:
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.session = session
-        self.name = f"{node_fqn}: perception"
+        self.name = f"{node_fqn}: perception" + (f" {camera}" if camera else "")
         self.status: Any = None
         self.values: dict[str, str] = {}
         self.sub = session.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)

@@ -24,7 +24,8 @@ def test_quick_check_on_a_cpu_machine_skips_every_cuda_row(tmp_path, capsys):
     checks = {row["check"] for row in rows}
     for expected in ("Predictor torch fp32", "Predictor torch fp16", "Predictor torch bf16",
                      "Predictor torch compiled fp16", "Predictor onnxruntime CUDA fp32",
-                     "Predictor onnxruntime TensorRT fp16", "node end-to-end", "AMP training step", "NCCL DDP step"):
+                     "Predictor onnxruntime TensorRT fp16", "node end-to-end", "AMP training step", "NCCL DDP step",
+                     "Predictor batched cameras"):
         assert expected in checks
     cuda_rows = [row for row in rows if row["needs_cuda"]]
     assert cuda_rows and all(row["status"] == "skipped" and "CUDA not available" in row["note"]
@@ -52,3 +53,15 @@ def test_node_benchmark_json_becomes_rows():
     assert "end_to_end_ms 41.5" in rows[0].result and rows[1].status == "ok"
     assert len(gpu_check.node_rows_from_json({"rows": [{"camera": "1024x2048"}]})) == 1
     assert gpu_check.node_rows_from_json({"rows": []})[0].status == "failed"
+
+
+def test_the_batched_row_compares_images_per_second_at_batch_1_and_n(monkeypatch):
+    """The batched row's arithmetic, from two timed rows (the CPU stands in for CUDA here)."""
+    check = gpu_check.GpuCheck(argparse.Namespace(quick=True, budget_s=60.0, checkpoint=None))
+    timed = [gpu_check.Row("", "64x128 batch 1", values={"ms_per_batch_p50": 4.0, "images_per_s": 250.0},
+                           note="ran as torch fp16"),
+             gpu_check.Row("", "64x128 batch 2", values={"ms_per_batch_p50": 5.0, "images_per_s": 400.0})]
+    monkeypatch.setattr(check, "_time_predictor", lambda size, batches, device, options: timed)
+    row = check._batched((64, 128), 2)
+    assert row.result == ("batch 2: 5.00 ms, 400 img/s; batch 1: 4.00 ms, 250 img/s; 1.60x the images per second")
+    assert row.values["speedup"] == 1.6 and row.note == "ran as torch fp16"

@@ -67,7 +67,11 @@ def expected_confidence(height: int, width: int) -> np.ndarray:
 
 
 class FakePredictor:
-    """What the node uses of a Predictor, with known outputs; `gate` cleared holds it busy in a call."""
+    """What the node uses of a Predictor, with known outputs; `gate` cleared holds it busy in a call.
+
+    `calls` has one entry per image (the warm-up of configure first), `batches` the
+    images of each predict_batch call.
+    """
 
     input_size = (8, 12)
     class_names = ["road", "car", "sky"]
@@ -78,7 +82,8 @@ class FakePredictor:
     def __init__(self, path: str, options: dict[str, Any]) -> None:
         self.path = path
         self.options = options
-        self.calls: list[dict[str, Any]] = []  # the warm-up inference of configure is the first
+        self.calls: list[dict[str, Any]] = []
+        self.batches: list[list[np.ndarray]] = []
         self.busy = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
@@ -87,15 +92,29 @@ class FakePredictor:
     def __call__(self, image: np.ndarray, *, output_size: Optional[tuple[int, int]] = None,
                  max_depth: Optional[float] = None, out: Optional[tuple[np.ndarray, np.ndarray]] = None,
                  confidence: bool = False) -> Prediction:
-        self.calls.append({"image": image.copy(), "output_size": output_size, "max_depth": max_depth,
-                           "confidence": confidence})
+        return self.predict_batch([image], output_size=output_size, max_depth=max_depth, confidence=confidence,
+                                  out=[out])[0]
+
+    def predict_batch(self, images: list[np.ndarray], *, output_size: Optional[tuple[int, int]] = None,
+                      max_depth: Optional[float] = None, confidence: bool = False,
+                      out: Optional[list[Optional[tuple[np.ndarray, np.ndarray]]]] = None) -> list[Prediction]:
+        outs = out if out is not None else [None] * len(images)
+        results = []
+        for image, pair in zip(images, outs):
+            size = tuple(output_size or image.shape[:2])
+            labels, depth = pair if pair is not None else (np.empty(size, np.uint8), np.empty(size, np.float32))
+            assert labels.shape == depth.shape == size, (labels.shape, size)
+            self.calls.append({"image": image.copy(), "output_size": size, "max_depth": max_depth,
+                               "confidence": confidence})
+            results.append((labels, depth))
+        self.batches.append([image.copy() for image in images])
         self.busy.set()
         assert self.gate.wait(10.0), "the test never released the fake predictor"
-        size = output_size or image.shape[:2]
-        labels, depth = out if out is not None else (np.empty(size, np.uint8), np.empty(size, np.float32))
-        labels[:] = expected_labels(*labels.shape)
-        depth[:] = expected_depth(*depth.shape)
-        return Prediction(labels, depth, expected_confidence(*labels.shape).copy() if confidence else None)
+        for labels, depth in results:
+            labels[:] = expected_labels(*labels.shape)
+            depth[:] = expected_depth(*depth.shape)
+        return [Prediction(labels, depth, expected_confidence(*labels.shape).copy() if confidence else None)
+                for labels, depth in results]
 
     def close(self) -> None:
         self.closed = True
@@ -154,31 +173,39 @@ def depth_msg(seconds: int) -> Image:
 
 
 class Camera:
-    """This test's camera publisher and its subscriptions to the node's outputs."""
+    """This test's camera publisher and its subscriptions to the node's outputs (of camera `name` of `cameras`)."""
 
-    def __init__(self, ros: RosSession, node: PerceptionNode, outputs: tuple[str, ...] = IMAGE_OUTPUTS) -> None:
+    def __init__(self, ros: RosSession, node: PerceptionNode, outputs: tuple[str, ...] = IMAGE_OUTPUTS,
+                 name: str = "", size: tuple[int, int] = (HEIGHT, WIDTH), stamps_from: float = 1000.0) -> None:
         self.ros, self.node = ros, node
-        self.pub = ros.node.create_publisher(Image, topic(node, "image_raw"), 10)
-        self.collector = Collector(ros, {topic(node, name): Image for name in outputs})
+        self.prefix = f"{name}/" if name else ""
+        self.size = size
+        self.pub = ros.node.create_publisher(Image, self.topic("image_raw"), 10)
+        self.collector = Collector(ros, {self.topic(output): Image for output in outputs})
         self.seq = itertools.count(1)
+        self.stamps_from = stamps_from
+
+    def topic(self, name: str) -> str:
+        return topic(self.node, self.prefix + name)
 
     def connected(self) -> None:
         self.ros.wait_for(lambda: self.pub.get_subscription_count() > 0 and self.collector.connected(), 10,
                           "the node's camera subscription and outputs")
 
     def frame(self, rgb: Optional[np.ndarray] = None, frame_id: str = "cam_optical_frame") -> Any:
-        rgb = synthetic_street(HEIGHT, WIDTH, seed=1) if rgb is None else rgb
-        return make_image_msg(rgb, "rgb8", stamp=self.ros.stamp(1000.0 + next(self.seq)), frame_id=frame_id)
+        rgb = synthetic_street(*self.size, seed=1) if rgb is None else rgb
+        return make_image_msg(rgb, "rgb8", stamp=self.ros.stamp(self.stamps_from + next(self.seq)),
+                              frame_id=frame_id)
 
     def answered(self, msg: Any, names: tuple[str, ...] = ("depth",)) -> dict[str, Any]:
         """Publish `msg` until `names` arrive for it (again each second: an output may not be matched yet)."""
         publish_until(self.ros, lambda: self.pub.publish(msg),
-                      lambda: self.collector.has(msg.header.stamp, [topic(self.node, n) for n in names]),
+                      lambda: self.collector.has(msg.header.stamp, [self.topic(n) for n in names]),
                       timeout=10, resend_every=1.0, what=f"{', '.join(names)} for {stamp_key(msg.header.stamp)}")
-        return {name: self.collector.get(topic(self.node, name), msg.header.stamp) for name in names}
+        return {name: self.collector.get(self.topic(name), msg.header.stamp) for name in names}
 
     def got(self, msg: Any, name: str) -> bool:
-        return self.collector.has(msg.header.stamp, [topic(self.node, name)])
+        return self.collector.has(msg.header.stamp, [self.topic(name)])
 
     def destroy(self) -> None:
         self.collector.destroy()
@@ -190,8 +217,8 @@ def camera(ros):
     """camera(node, outputs=...): a Camera destroyed after the test."""
     made = []
 
-    def make(node: PerceptionNode, outputs: tuple[str, ...] = IMAGE_OUTPUTS) -> Camera:
-        made.append(Camera(ros, node, outputs))
+    def make(node: PerceptionNode, outputs: tuple[str, ...] = IMAGE_OUTPUTS, **options: Any) -> Camera:
+        made.append(Camera(ros, node, outputs, **options))
         return made[-1]
 
     yield make
@@ -520,3 +547,238 @@ def test_an_empty_model_path_is_refused_without_calling_the_factory(make_node, c
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert node.lifecycle_state == "unconfigured" and factory.made == []
     assert "parameter model_path is empty" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------- several cameras
+
+# name -> ((height, width), frame_id): three sizes, none the fake's input size
+THREE = {"front": ((24, 40), "front_optical"), "rear": ((30, 20), "rear_optical"),
+         "side": ((16, 48), "side_optical")}
+
+
+def received(node: PerceptionNode, name: str) -> int:
+    (state,) = [c for c in node.cameras if c.name == name]
+    return state.stats.snapshot().frames_received
+
+
+def settled(node: PerceptionNode) -> bool:
+    """Every frame received so far answered, dropped, rejected or skipped: nothing in flight."""
+    snaps = [c.stats.snapshot() for c in node.cameras]
+    return all(s.frames_received == s.frames_processed + s.frames_dropped + s.frames_rejected
+               + s.frames_skipped_idle for s in snaps)
+
+
+def several(make_node, camera, factory: FakeFactory, cameras: dict, outputs=("depth",), **parameters: Any):
+    node = active_node(make_node, factory, cameras=list(cameras), **parameters)
+    cams = {name: camera(node, outputs, name=name, size=size, stamps_from=1000.0 * (index + 1))
+            for index, (name, (size, _)) in enumerate(cameras.items())}
+    for cam in cams.values():
+        cam.connected()
+    return node, cams
+
+
+class StatusNames:
+    """Names of the /diagnostics statuses of one node, from its latest message."""
+
+    def __init__(self, ros: RosSession, node: PerceptionNode) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.ros, self.prefix, self.names = ros, node.get_fully_qualified_name() + ":", None
+        self.sub = ros.node.create_subscription(DiagnosticArray, "/diagnostics", self._on, 10)
+
+    def _on(self, msg: Any) -> None:
+        names = sorted(s.name for s in msg.status if s.name.startswith(self.prefix))
+        if names:
+            self.names = names
+
+    def wait(self) -> list[str]:
+        try:
+            return self.ros.wait_for(lambda: self.names, 10, "a /diagnostics message of the node")
+        finally:
+            self.ros.node.destroy_subscription(self.sub)
+
+
+def test_three_cameras_share_one_batch_and_each_gets_its_own_header_size_and_results(ros, make_node, camera):
+    factory = FakeFactory()
+    outputs = ("depth", "semantic", "overlay")
+    node, cams = several(make_node, camera, factory, THREE, outputs)
+    (predictor,) = factory.made
+    assert [image.shape for image in predictor.batches[0]] == [(8, 12, 3)] * 3  # configure's warm-up: a full batch
+    for name, cam in cams.items():
+        cam.answered(cam.frame(frame_id=THREE[name][1]))
+    ros.wait_for(lambda: settled(node), 10, "every frame so far answered")
+
+    predictor.gate.clear()
+    predictor.busy.clear()
+    try:
+        cams["front"].pub.publish(cams["front"].frame(frame_id="front_optical"))
+        ros.wait_for(predictor.busy.is_set, 10, "the predictor to take front's frame")
+        base = {name: received(node, name) for name in THREE}
+        frames = {name: cam.frame(synthetic_street(*cam.size, seed=20 + i), frame_id=THREE[name][1])
+                  for i, (name, cam) in enumerate(cams.items())}
+        for name, msg in frames.items():
+            cams[name].pub.publish(msg)
+        ros.wait_for(lambda: all(received(node, name) == base[name] + 1 for name in THREE), 10,
+                     "one frame of every camera waiting")
+    finally:
+        predictor.gate.set()
+    ros.wait_for(lambda: all(cams[name].got(msg, out) for name, msg in frames.items() for out in outputs), 10,
+                 "every camera's outputs")
+
+    batch = predictor.batches[-1]
+    assert sorted(image.shape[:2] for image in batch) == sorted(size for size, _ in THREE.values())
+    for name, msg in frames.items():
+        (height, width), frame_id = THREE[name]
+        assert any(np.array_equal(image, synthetic_street(height, width, seed=20 + list(THREE).index(name)))
+                   for image in batch), name
+        out = {o: cams[name].collector.get(cams[name].topic(o), msg.header.stamp) for o in outputs}
+        for o, result in out.items():
+            assert stamp_key(result.header.stamp) == stamp_key(msg.header.stamp), (name, o)
+            assert result.header.frame_id == frame_id and (result.height, result.width) == (height, width), (name, o)
+        np.testing.assert_array_equal(image_to_array(out["depth"]), expected_depth(height, width))
+        np.testing.assert_array_equal(image_to_array(out["semantic"]), expected_labels(height, width))
+        # Nothing of another camera on this camera's topics, ever.
+        for o in outputs:
+            for result in cams[name].collector.messages[cams[name].topic(o)].values():
+                assert (result.header.frame_id, result.height, result.width) == (frame_id, height, width), (name, o)
+    watch = DiagnosticsWatch(ros, node.get_fully_qualified_name(), "rear")
+    try:
+        values = watch.wait(lambda v: v["batch_size"] == "3", 10, "rear's status with the batch of 3")
+    finally:
+        watch.destroy()
+    assert values["camera"] == "rear" and values["input_topic"] == topic(node, "rear/image_raw")
+    assert values["max_batch_size"] == "3" and int(values["batches"]) >= 2
+    assert int(values["frames_processed"]) >= 2 and values["frames_rejected"] == "0"
+    fqn = node.get_fully_qualified_name()
+    assert StatusNames(ros, node).wait() == sorted(f"{fqn}: perception {name}" for name in THREE)
+
+
+def test_a_camera_that_stops_does_not_hold_up_the_others(ros, make_node, camera):
+    factory = FakeFactory()
+    node, cams = several(make_node, camera, factory, {"a": ((24, 40), "a"), "b": ((16, 16), "b")})
+    cams["b"].answered(cams["b"].frame())  # b delivers once, then falls silent
+    ros.wait_for(lambda: settled(node), 10, "b's frame answered")
+    silent_since = received(node, "b")
+    for i in range(5):
+        cams["a"].answered(cams["a"].frame(synthetic_street(24, 40, seed=40 + i)))
+    assert received(node, "b") == silent_since
+    (predictor,) = factory.made
+    assert [image.shape[:2] for image in predictor.batches[-1]] == [(24, 40)]
+
+
+def test_a_camera_that_starts_late_is_picked_up(ros, make_node, camera):
+    factory = FakeFactory()
+    node = active_node(make_node, factory, cameras=["early", "late"])
+    early = camera(node, ("depth",), name="early", size=(24, 40))
+    early.connected()
+    early.answered(early.frame())
+    late = camera(node, ("depth", "semantic"), name="late", size=(20, 30), stamps_from=7000.0)
+    late.connected()
+    msg = late.frame(frame_id="late_optical")
+    out = late.answered(msg, ("depth", "semantic"))
+    assert out["depth"].header.frame_id == "late_optical" and (out["depth"].height, out["depth"].width) == (20, 30)
+    np.testing.assert_array_equal(image_to_array(out["semantic"]), expected_labels(20, 30))
+    early.answered(early.frame())
+
+
+def test_a_bad_frame_costs_only_its_camera_its_place_in_the_batch(ros, make_node, camera):
+    factory = FakeFactory()
+    node, cams = several(make_node, camera, factory, {"good": ((24, 40), "g"), "bad": ((16, 16), "b")})
+    for cam in cams.values():
+        cam.answered(cam.frame())
+    ros.wait_for(lambda: settled(node), 10, "every frame so far answered")
+    (predictor,) = factory.made
+    predictor.gate.clear()
+    predictor.busy.clear()
+    try:
+        cams["good"].pub.publish(cams["good"].frame())
+        ros.wait_for(predictor.busy.is_set, 10, "the predictor to take good's frame")
+        base = {name: received(node, name) for name in cams}
+        good = cams["good"].frame(synthetic_street(24, 40, seed=50))
+        bad = make_image_msg(np.zeros((16, 16), np.uint16), "mono16", stamp=cams["bad"].frame().header.stamp)
+        cams["good"].pub.publish(good)
+        cams["bad"].pub.publish(bad)
+        ros.wait_for(lambda: all(received(node, name) == base[name] + 1 for name in cams), 10, "both frames")
+    finally:
+        predictor.gate.set()
+    ros.wait_for(lambda: cams["good"].got(good, "depth"), 10, "good's depth")
+    watch = DiagnosticsWatch(ros, node.get_fully_qualified_name(), "bad")
+    try:
+        values = watch.wait(lambda v: v["frames_rejected"] == "1", 10, "bad's rejected frame")
+    finally:
+        watch.destroy()
+    assert "'mono16' is a 16-bit image" in values["last_problem"]
+    assert topic(node, "bad/image_raw") in values["last_problem"]
+    assert not cams["bad"].got(bad, "depth")
+    assert [image.shape[:2] for image in predictor.batches[-1]] == [(24, 40)]
+    (good_state,) = [c for c in node.cameras if c.name == "good"]
+    assert good_state.stats.snapshot().frames_rejected == 0
+
+
+def test_a_camera_nobody_listens_to_is_not_computed(ros, make_node, camera):
+    factory = FakeFactory()
+    node = active_node(make_node, factory, cameras=["heard", "unheard"])
+    unheard = camera(node, (), name="unheard", size=(16, 16))  # a camera, but nobody subscribes to its outputs
+    heard = camera(node, ("depth",), name="heard", size=(24, 40))
+    unheard.connected()
+    heard.connected()
+    unheard.pub.publish(unheard.frame())
+    (state,) = [c for c in node.cameras if c.name == "unheard"]
+    ros.wait_for(lambda: state.stats.snapshot().frames_skipped_idle == 1, 10, "unheard's frame skipped")
+    heard.answered(heard.frame())
+    (predictor,) = factory.made
+    assert all(image.shape[:2] != (16, 16) for batch in predictor.batches for image in batch)
+
+
+@pytest.mark.parametrize("cameras", [[], ["front", "rear/left"]], ids=["single", "two"])
+def test_topics_are_todays_without_cameras_and_under_each_name_with_them(ros, make_node, camera, cameras):
+    node = active_node(make_node, FakeFactory(), **({"cameras": cameras} if cameras else {}))
+    ns = node.get_namespace()
+    prefixes = [f"{name}/" for name in cameras] or [""]
+    outputs = ("depth", "depth/camera_info", "semantic", "semantic_color", "overlay", "points", "confidence",
+               "depth/compressedDepth", "semantic/compressed", "semantic_color/compressed", "overlay/compressed",
+               "confidence/compressed")
+
+    def topics(names_and_types: list) -> set[str]:
+        return {name for name, _ in names_and_types if name.startswith(ns + "/") and "/perception_node/" not in name}
+
+    assert topics(node.get_publisher_names_and_types_by_node(node.get_name(), ns)) == {
+        f"{ns}/{prefix}{output}" for prefix in prefixes for output in outputs}
+    assert topics(node.get_subscriber_names_and_types_by_node(node.get_name(), ns)) == {
+        f"{ns}/{prefix}{name}" for prefix in prefixes for name in ("image_raw", "camera_info")}
+    cam = camera(node, ("depth",), name=cameras[0] if cameras else "")
+    cam.connected()
+    cam.answered(cam.frame())
+    fqn = node.get_fully_qualified_name()
+    expected = sorted(f"{fqn}: perception {name}" for name in cameras) or [f"{fqn}: perception"]
+    assert StatusNames(ros, node).wait() == expected
+    watch = DiagnosticsWatch(ros, fqn, cameras[0] if cameras else "")
+    try:
+        values = watch.wait(lambda v: v["batch_size"] == "1", 10, "a status after one batch")
+    finally:
+        watch.destroy()
+    assert values["camera"] == (cameras[0] if cameras else "")
+    assert values["max_batch_size"] == str(max(1, len(cameras)))
+
+
+@pytest.mark.parametrize("cameras,words", [
+    (["/front"], "camera name '/front' must be relative"),
+    (["front", "front"], "parameter cameras lists 'front' more than once"),
+    (["3d"], "camera name '3d' may hold only letters"),
+], ids=["absolute", "twice", "digit"])
+def test_unusable_camera_names_are_refused_by_configure(make_node, capfd, cameras, words):
+    factory = FakeFactory()
+    node = make_node(factory, cameras=cameras)
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.lifecycle_state == "unconfigured" and factory.made == []
+    errors = [line for line in capfd.readouterr().err.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and words in errors[0], errors
+
+
+def test_max_batch_size_limits_the_batch_and_every_camera_is_still_served(ros, make_node, camera):
+    factory = FakeFactory()
+    node, cams = several(make_node, camera, factory, THREE, max_batch_size=1)
+    for name, cam in cams.items():
+        cam.answered(cam.frame(frame_id=THREE[name][1]))
+    (predictor,) = factory.made
+    assert [len(batch) for batch in predictor.batches] == [1] * len(predictor.batches)

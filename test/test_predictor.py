@@ -200,6 +200,24 @@ def test_results_are_written_into_the_callers_buffers():
     np.testing.assert_array_equal(view, expected.depth)
 
 
+def test_a_batch_writes_each_result_into_its_own_buffers():
+    predictor, _, _, _ = _fixed_predictor(_random_depth(5))
+    images = [_image(120, 200, seed=6), _image(48, 64, seed=7), _image(90, 160, seed=8)]
+    expected = [predictor(image, max_depth=30.0) for image in images]
+    buffers = [(np.full(img.shape[:2], 255, np.uint8), np.full(img.shape[:2], -7.0, np.float32)) for img in images]
+    buffers[1] = None  # this image's results in new arrays
+    results = predictor.predict_batch(images, max_depth=30.0, out=buffers)
+    for result, wanted, pair in zip(results, expected, buffers):
+        if pair is not None:
+            assert result.labels is pair[0] and result.depth is pair[1]
+        np.testing.assert_array_equal(result.labels, wanted.labels)
+        np.testing.assert_array_equal(result.depth, wanted.depth)
+    with pytest.raises(ValueError, match="one entry per image: 1 for 3"):
+        predictor.predict_batch(images, out=[None])
+    with pytest.raises(ValueError, match=r"shape \(48, 64\)"):
+        predictor.predict_batch(images, out=[None, buffers[0], None])
+
+
 def test_output_size_and_input_size():
     predictor, _, logits, raw = _fixed_predictor(_random_depth(7))
     assert predictor.input_size == MODEL_SIZE

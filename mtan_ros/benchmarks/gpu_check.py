@@ -5,7 +5,9 @@
 
 Rows: the Predictor at fp32 / fp16 / bf16, compiled, and through ONNX Runtime's
 CUDA and TensorRT providers (where installed), at 128x256 and 256x512, batch 1
-and 4 (latency per batch, images per second, labels equal to fp32); the
+and 4 (latency per batch, images per second, labels equal to fp32); one node
+serving several cameras as the multi-camera node runs them (batch 1 against one
+batch of 4 at 256x512, the node's automatic precision); the
 perception node end to end at 1024x2048 through DDS on the GPU at camera and
 model output resolution (`mtan_ros.benchmarks.node` as a subprocess); one
 mixed-precision (AMP) training step; one NCCL DistributedDataParallel step in a
@@ -213,6 +215,22 @@ class GpuCheck:
             reference.close()
         return self._references[key]
 
+    def batched_row(self) -> None:
+        """What batching several cameras buys: images per second at batch 1 and at batch N, one model."""
+        size = self.sizes()[-1]
+        count = max(self.plan.batches)
+        self.guarded("Predictor batched cameras", f"{size[0]}x{size[1]} precision auto, batch 1 vs {count}",
+                     lambda: self._batched(size, count), reserve_s=30)
+
+    def _batched(self, size: tuple[int, int], count: int) -> Row:
+        single, batched = self._time_predictor(size, [1, count], "cuda", {"precision": "auto"})
+        one, many = single.values["images_per_s"], batched.values["images_per_s"]
+        return Row("", "", result=f"batch {count}: {batched.values['ms_per_batch_p50']:.2f} ms, {many:.0f} img/s; "
+                                  f"batch 1: {single.values['ms_per_batch_p50']:.2f} ms, {one:.0f} img/s; "
+                                  f"{many / one:.2f}x the images per second",
+                   note=single.note, values={"batch": count, "images_per_s_batch_1": one,
+                                             f"images_per_s_batch_{count}": many, "speedup": many / one})
+
     def node_rows(self) -> None:
         """The node end to end through DDS, at both output resolutions, via the node benchmark."""
         self.guarded("node end-to-end", "1024x2048 camera, output camera and model", self._run_node_benchmark,
@@ -297,6 +315,7 @@ class GpuCheck:
         self.predictor_rows("Predictor CPU fp32", "cpu", {"precision": "fp32"}, needs_cuda=False, batches=[1])
         for precision in ("fp32", "fp16", "bf16"):
             self.predictor_rows(f"Predictor torch {precision}", "cuda", {"precision": precision})
+        self.batched_row()
         self._onnxruntime_rows("Predictor onnxruntime CUDA fp32", "CUDAExecutionProvider", providers,
                                {"backend": "onnxruntime", "precision": "fp32", "providers": CUDA_PROVIDERS})
         self.node_rows()

@@ -353,14 +353,24 @@ class Predictor:
         return self._run([image], [tuple(size)], _check_max_depth(max_depth), [buffers], confidence)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], *, output_size: tuple[int, int] | None = None,
-                      max_depth: float | None = None, confidence: bool = False) -> list[Prediction]:
-        """Predict several images in one forward pass; sizes may differ (each result has its image's size)."""
+                      max_depth: float | None = None, confidence: bool = False,
+                      out: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None) -> list[Prediction]:
+        """Predict several images in one forward pass; sizes may differ (each result has its image's size).
+
+        out: one (labels, depth) pair or None per image, as `out` of a single call: several
+        cameras' outgoing message buffers filled by one forward pass, without a copy.
+        """
         if len(images) == 0:
             return []
         images = [validate_image(img, f"image {i}") for i, img in enumerate(images)]
-        sizes = [img.shape[:2] if output_size is None else _check_size(output_size) for img in images]
-        return self._run(images, [tuple(s) for s in sizes], _check_max_depth(max_depth), [None] * len(images),
-                         confidence)
+        sizes = [tuple(img.shape[:2]) if output_size is None else _check_size(output_size) for img in images]
+        if out is None:
+            buffers = [None] * len(images)
+        elif len(out) != len(images):
+            raise ValueError(f"out must hold one entry per image: {len(out)} for {len(images)} images")
+        else:
+            buffers = [None if pair is None else _check_out(pair, size) for pair, size in zip(out, sizes)]
+        return self._run(images, sizes, _check_max_depth(max_depth), buffers, confidence)
 
     def close(self) -> None:
         """Release the model and, on CUDA, the cached GPU memory."""

@@ -89,6 +89,8 @@ def coerce(spec: ParamSpec, value: Any, source: str = "") -> Any:
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if spec.kind is list:
+        if value is None:  # ROS has no type for an empty list (`[]` in a params file): it arrives not set
+            return []
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{where}parameter {spec.name} must be {KIND_WORDS[list]}, got {quote(value)}")
         return [item for item in value if item]
@@ -124,6 +126,8 @@ def declare_parameters(node: Node, specs: Iterable[ParamSpec],
             if spec.kind is float:
                 values[spec.name] = _declare_double(node, spec, default)
                 continue
+            if spec.kind is list and not default:
+                default = Parameter.Type.STRING_ARRAY  # an empty list has no type ROS could infer
             value = node.declare_parameter(spec.name, default, descriptor(spec)).value
         except ConfigError:
             raise
@@ -164,6 +168,8 @@ def _integers_as_doubles(node: Node, parameters: list) -> list:
 
 
 def _example(value: Any) -> str:
+    if isinstance(value, (list, tuple, Parameter.Type)):
+        return '"[front, rear]"'
     return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
 
 

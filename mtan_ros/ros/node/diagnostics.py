@@ -161,6 +161,31 @@ class PipelineStats:
             )
 
 
+class BatchStats:
+    """Sizes of the batches the model actually ran (frames decoded and wanted, not merely taken).
+
+    Why: with several cameras, how many frames share a forward pass is what the
+    batching buys; a batch of 1 on a many-camera node means the model keeps up.
+    """
+
+    def __init__(self, window: int = 50) -> None:
+        self._lock = threading.Lock()
+        self._sizes: deque[int] = deque(maxlen=window)
+        self.batches = 0
+
+    def on_batch(self, size: int) -> None:
+        with self._lock:
+            self._sizes.append(int(size))
+            self.batches += 1
+
+    def values(self) -> dict[str, str]:
+        """Diagnostic values: the last batch's size, the mean of the recent ones, how many ran."""
+        with self._lock:
+            last = self._sizes[-1] if self._sizes else 0
+            mean = sum(self._sizes) / len(self._sizes) if self._sizes else math.nan
+            return {"batch_size": str(last), "batch_size_mean": _fmt(mean, 2), "batches": str(self.batches)}
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.{digits}f}"
 

@@ -73,17 +73,20 @@ class OutputPublishers:
 
     ``on_incompatible(topic, policy)`` hears of subscribers that cannot match an
     output (e.g. one asking for transient-local durability): without it they would
-    simply never receive anything.
+    simply never receive anything. ``prefix`` ("front/") puts a camera's outputs under
+    its name; the publishers stay keyed by the output's own name.
     """
 
-    def __init__(self, node: LifecycleNode, on_incompatible: Optional[Callable[[str, str], None]] = None) -> None:
+    def __init__(self, node: LifecycleNode, on_incompatible: Optional[Callable[[str, str], None]] = None,
+                 prefix: str = "") -> None:
         self._node = node
         out_qos = qos.output_qos()
         self._on_incompatible = on_incompatible
         self.publishers = {}
         for name, (kind, _) in OUTPUTS.items():
             events = PublisherEventCallbacks(incompatible_qos=lambda event, name=name: self._incompatible(name, event))
-            self.publishers[name] = node.create_lifecycle_publisher(kind, name, out_qos, event_callbacks=events)
+            self.publishers[name] = node.create_lifecycle_publisher(kind, prefix + name, out_qos,
+                                                                    event_callbacks=events)
 
     def _incompatible(self, name: str, event: Any) -> None:
         if self._on_incompatible is not None and name in self.publishers:

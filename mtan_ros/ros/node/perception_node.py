@@ -11,20 +11,23 @@ deactivate stops taking frames (the model stays loaded), cleanup releases the mo
 `autostart` (the default) it configures and activates itself, so `ros2 run` works
 alone; it then exits with code 1 when the model cannot be loaded.
 
-How it stays real time: the camera subscription (keep last 1, reliability matched to
-the camera, see camera_input) only drops the message into a one-frame slot; a
-worker thread takes the newest frame, decodes it, runs the Predictor and publishes.
-Frames that arrive while the worker is busy replace each other and are counted as
-dropped, so results always describe a recent image. Outputs nobody subscribes to
-are not computed; with no subscriber at all the model does not run.
+How it stays real time: each camera subscription (keep last 1, reliability matched
+to the camera, see camera_input) only drops the message into its camera's place in a
+BatchScheduler; one worker thread takes the newest frame of every camera that has
+one, decodes each, runs the Predictor once on the batch and publishes each result
+on its camera's outputs. Frames that arrive while the worker is busy replace each
+other and are counted as dropped, so results always describe a recent image, and a
+stopped camera never holds up the others. Outputs nobody subscribes to are not
+computed (per camera); with no subscriber at all the model does not run.
 
-Topics (relative, so namespaces and remaps apply):
+Topics (relative, so namespaces and remaps apply), for one camera (`cameras` empty):
   in   image_raw (sensor_msgs/Image) or image_raw/compressed (with compressed_input),
        camera_info (optional; needed for points and depth/camera_info)
   out  depth (32FC1 metres, NaN = no estimate), depth/camera_info, semantic (mono8),
        semantic_color (rgb8), overlay (rgb8), points (PointCloud2), /diagnostics
-Every output carries the input image's header, and its size unless
-`output_resolution: model` asks for the network's size.
+With `cameras: [front, rear]` the same topics under each name: front/image_raw,
+front/camera_info in; front/depth, ... out. Every output carries its input image's
+header, and its size unless `output_resolution: model` asks for the network's size.
 """
 from __future__ import annotations
 
@@ -36,42 +39,34 @@ import time
 import traceback
 from typing import Any, Optional, Protocol, TYPE_CHECKING
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mtan_ros.bags.messages import stamp_ns
 from mtan_ros.common.text import quote, quote_path
 from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR, first_line
-from mtan_ros.errors import CheckpointError, ConfigError, ImageConversionError, NodeStartupError
-from mtan_ros.imaging.compressed import check_compressed_msg, compressed_msg_to_rgb, jpeg_decoder_name
-from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
-from mtan_ros.pipeline.frame_slot import LatestFrameSlot
-from mtan_ros.pipeline.input_monitor import InputMonitor
+from mtan_ros.errors import CheckpointError, ConfigError, NodeStartupError
+from mtan_ros.imaging.compressed import jpeg_decoder_name
+from mtan_ros.imaging.limits import keep_frame_buffers_mapped
+from mtan_ros.pipeline.batch_scheduler import BatchScheduler
 from mtan_ros.pipeline.throttle import Throttle
 from mtan_ros.ros.camera import qos
 from mtan_ros.ros.camera import transport
-from mtan_ros.ros.camera.camera_input import CameraSubscription
 from mtan_ros.ros.camera.cv_bridge_check import bridge_status
-from mtan_ros.ros.camera.image_messages import image_msg_to_rgb
+from mtan_ros.ros.node.camera_state import CameraState, Job
+from mtan_ros.ros.node.camera_topics import check_camera_names
 from mtan_ros.ros.node.class_metadata import ClassMetadata
-from mtan_ros.ros.node.diagnostics import PipelineStats, diagnostic_array, diagnostic_status
-from mtan_ros.ros.node.outputs import MessagePool, OutputPublishers
+from mtan_ros.ros.node.diagnostics import BatchStats, diagnostic_array
 from mtan_ros.ros.node.perception_params import NODE_NAME, SPEC_BY_NAME, SPECS, load_perception_defaults
-from mtan_ros.ros.node.pointcloud import PointCloudBuilder, camera_info_problem, scaled_camera_info
 from mtan_ros.ros.node_main import run_node
 from mtan_ros.ros.params import coerce, declare_parameters, refuse_change
 
 if TYPE_CHECKING:
     from mtan_ros.inference import Predictor
 
-# End-to-end latencies outside this window (ms) mean the camera stamps with another clock.
-_PLAUSIBLE_LATENCY_MS = (0.0, 60_000.0)
 # Class ids travel as mono8, and 255 means "void" in ground truth and evaluation.
 MAX_CLASSES = 255
 # How often the camera's publishers are looked at (reliability, silence diagnosis).
@@ -119,7 +114,8 @@ def load_checkpoint_predictor(path: str, *, device: str, precision: str, compile
 
 
 class PerceptionNode(LifecycleNode):
-    """Subscribes a camera, runs the Predictor off the executor thread, publishes its results."""
+    """Subscribes one camera or several, runs the Predictor on their frames in batches off the executor
+    thread, publishes each camera's results on its own outputs."""
 
     def __init__(self, predictor_factory: PredictorFactory = load_checkpoint_predictor, **node_kwargs: Any) -> None:
         """`predictor_factory` is called by each configure; `node_kwargs` go to rclpy's Node (context, ...)."""
@@ -130,24 +126,17 @@ class PerceptionNode(LifecycleNode):
             raise NodeStartupError(str(exc)) from None
         self._predictor_factory = predictor_factory
         self.predictor: Any = None
-        self._outputs: Optional[OutputPublishers] = None
         self._classes: Optional[ClassMetadata] = None
-        self._pool = MessagePool()
         self._palette_lut: Optional[np.ndarray] = None
-        self._slot = LatestFrameSlot()
+        self._throttle = Throttle(self.p["warning_period"])
+        # Made now, so that /diagnostics names them before the first configure; configure re-makes them when
+        # the `cameras` parameter changed in between.
+        self.cameras: list[CameraState] = self._make_cameras(self.p["cameras"])
+        self._scheduler = BatchScheduler()
+        self._batches = BatchStats()
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
-        self._stats = PipelineStats()
-        self._throttle = Throttle(self.p["warning_period"])
-        self._camera_info: Optional[CameraInfo] = None
-        self._input_type: Any = Image
-        self._clouds = PointCloudBuilder()
-        self._image_sub: Optional[CameraSubscription] = None
-        self._info_sub: Optional[CameraSubscription] = None
-        self._monitor: Optional[InputMonitor] = None
         self._graph_timer: Any = None
-        self._warned_problem: Optional[str] = None
-        self._locked_size: Optional[tuple[int, int]] = None
         # A plain publisher, not a lifecycle one: /diagnostics reports the node in every state (unconfigured and
         # inactive included, e.g. why configure failed), where a lifecycle publisher would stay silent.
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
@@ -220,6 +209,9 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ configure / activate
 
     def _configure(self) -> None:
+        names = self._camera_names(self.p["cameras"])
+        if names != [camera.name for camera in self.cameras]:
+            self.cameras = self._make_cameras(names)
         self.predictor = self._load_predictor()
         classes = len(self.predictor.class_names)
         if classes > MAX_CLASSES:
@@ -227,12 +219,27 @@ class PerceptionNode(LifecycleNode):
                 f"model_path {quote_path(self.p['model_path'])} has {classes} classes, but semantic is published as "
                 f"mono8 class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
         self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
-        self._outputs = OutputPublishers(self, on_incompatible=self._on_output_incompatible)
+        for camera in self.cameras:
+            camera.configure()
         self._classes = ClassMetadata(self, self.predictor.class_names, self.predictor.class_colors)
         model = quote_path(self.p["model_path"]) if self.p["model_path"] else "<given>"
+        served = f", cameras {', '.join(names)}" if len(names) > 1 or names[0] else ""
         self.get_logger().info(
             f"configured: model {model} on {self.predictor.device}, "
-            f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}")
+            f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}"
+            f"{served}")
+
+    @staticmethod
+    def _camera_names(value: list[str]) -> list[str]:
+        """The `cameras` parameter checked: distinct relative names; [""] (today's topics) when empty."""
+        try:
+            check_camera_names(value)
+        except ConfigError as exc:
+            raise NodeStartupError(f"parameter {exc}") from None
+        return list(value) or [""]
+
+    def _make_cameras(self, names: list[str]) -> list[CameraState]:
+        return [CameraState(self, name, self.p, self._warn) for name in (names or [""])]
 
     def _load_predictor(self) -> Any:
         path = self.p["model_path"]
@@ -252,10 +259,10 @@ class PerceptionNode(LifecycleNode):
             raise NodeStartupError(
                 f"cannot start the model from {quote_path(path)} on device={quote(self.p['device'])} "
                 f"precision={self.p['precision']!r} backend={self.p['backend']!r}: {first_line(exc)}") from None
-        # One inference now, so the first camera frame does not pay for lazy initialisation.
+        # One inference now, of a full batch, so that the first frames do not pay for lazy initialisation.
         height, width = predictor.input_size
         try:
-            predictor(np.zeros((height, width, 3), np.uint8))
+            predictor.predict_batch([np.zeros((height, width, 3), np.uint8)] * self._batch_limit())
         except (ValueError, RuntimeError) as exc:
             raise NodeStartupError(f"model_path {quote_path(path)} loads but cannot run on {predictor.device}: "
                                    f"{first_line(exc)}") from None
@@ -272,29 +279,25 @@ class PerceptionNode(LifecycleNode):
         return lut
 
     def _activate(self) -> None:
-        compressed = self.p["compressed_input"]
-        self._input_type = CompressedImage if compressed else Image
-        topic = "image_raw/compressed" if compressed else "image_raw"
         profile = transport.profile_path()
-        self._monitor = InputMonitor(self.resolve_topic_name(topic), self.p["no_input_warning_after"],
-                                     profile_hint=str(profile) if profile else "")
-        self._warned_problem = None
-        self._locked_size = None
-        requested = self._requested_reliability
         keep_frame_buffers_mapped()
-        self._image_sub = CameraSubscription(self, self._input_type, topic, self._on_image, requested=requested,
-                                             monitor=self._monitor)
-        self._info_sub = CameraSubscription(self, CameraInfo, "camera_info", self._on_camera_info,
-                                            requested=requested)
+        self._scheduler = BatchScheduler(self.cameras)
+        for camera in self.cameras:
+            camera.activate(self._scheduler, self._requested_reliability, str(profile) if profile else "")
         # Steady clock: with use_sim_time a ROS-time timer would wait for the first /clock message.
         self._graph_timer = self.create_timer(GRAPH_PERIOD_S, self._refresh_inputs, clock=self._steady)
         self._stop.clear()
-        self._slot = LatestFrameSlot()
         self._worker = threading.Thread(target=self._work, name="mtan-inference", daemon=True)
         self._worker.start()
         backend, _ = bridge_status()
-        self.get_logger().info(f"active: {self._image_sub.topic_name} -> depth, semantic, semantic_color, "
-                               f"overlay, points (image conversion: {backend})")
+        inputs = ", ".join(camera.image_topic for camera in self.cameras)
+        batches = f"; batches of up to {self._batch_limit()}" if len(self.cameras) > 1 else ""
+        self.get_logger().info(f"active: {inputs} -> depth, semantic, semantic_color, overlay, points"
+                               f"{batches} (image conversion: {backend})")
+
+    def _batch_limit(self) -> int:
+        """Frames per forward pass: max_batch_size, or one per camera when it is 0 (a batch never holds more)."""
+        return min(self.p["max_batch_size"] or len(self.cameras), len(self.cameras))
 
     def _requested_reliability(self) -> str:
         return self.p["input_reliability"]
@@ -303,28 +306,22 @@ class PerceptionNode(LifecycleNode):
 
     def _deactivate(self) -> None:
         self._stop.set()
-        self._slot.close()
+        self._scheduler.close()
         if self._worker is not None:
             self._worker.join(timeout=30.0)  # a daemon thread: never blocks the exit for longer
             self._worker = None
         if self._graph_timer is not None:
             self.destroy_timer(self._graph_timer)
             self._graph_timer = None
-        for subscription in (self._image_sub, self._info_sub):
-            if subscription is not None:
-                subscription.destroy()
-        self._image_sub = self._info_sub = None
-        self._monitor = None
-        self._camera_info = None
+        for camera in self.cameras:
+            camera.deactivate()
 
     def _release_model(self) -> None:
         if self._classes is not None:
             self._classes.release()
             self._classes = None
-        if self._outputs is not None:
-            self._outputs.destroy()
-            self._outputs = None
-        self._pool.clear()
+        for camera in self.cameras:
+            camera.release()
         device = str(getattr(self.predictor, "device", ""))
         if self.predictor is not None:
             self.predictor.close()
@@ -343,48 +340,9 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ executor callbacks
 
-    def _on_image(self, msg: Any) -> None:
-        """Hand the frame to the worker (decoding and inference happen there).
-
-        A compressed frame's declared size is checked here, before it takes the slot: a
-        stream of decode bombs must never displace the good frames between them.
-        """
-        if isinstance(msg, CompressedImage):
-            try:
-                check_compressed_msg(msg, max_pixels=self.p["max_input_pixels"], expected_size=self._expected_size())
-            except ImageConversionError as exc:
-                self._stats.on_received(False)
-                self._reject(exc.kind, f"{self._image_sub.topic_name}: frame skipped: {exc}")
-                return
-        replaced = self._slot.put((msg, time.monotonic()))
-        self._stats.on_received(replaced)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        problem = camera_info_problem(msg)
-        if problem is not None:
-            topic = self._info_sub.topic_name if self._info_sub else "camera_info"
-            self._warn(f"camera_info.invalid:{problem}",
-                       f"{topic}: ignored, it {problem}; points and depth/camera_info wait for a valid one")
-            self._camera_info = None
-            return
-        self._camera_info = msg
-        if self._monitor is not None:
-            self._monitor.expect_frames(msg.width, msg.height)
-
     def _refresh_inputs(self) -> None:
-        for subscription in (self._image_sub, self._info_sub):
-            if subscription is not None:
-                subscription.refresh()
-        monitor = self._monitor
-        if monitor is None:
-            return
-        self._stats.on_lost_in_transport(monitor.lost)
-        problem = monitor.problem()
-        if problem is None:
-            self._warned_problem = None
-        elif problem.code != self._warned_problem:
-            self._warned_problem = problem.code
-            self.get_logger().warning(problem.text)
+        for camera in self.cameras:
+            camera.refresh()
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         changes = {}
@@ -406,159 +364,101 @@ class PerceptionNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
             changes[spec.name] = value
         if changes.get("lock_input_size", self.p["lock_input_size"]) != self.p["lock_input_size"]:
-            self._locked_size = None  # false releases the lock at once; true locks on the next frame
+            for camera in self.cameras:
+                camera.locked_size = None  # false releases the lock at once; true locks on the next frame
         self.p.update(changes)  # read by the worker per frame; each value is replaced atomically
         if "warning_period" in changes:
             self._throttle.period_s = changes["warning_period"]
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
+        """One status per camera (the single camera's keeps its name), each with the node's model and batches."""
         backend, _ = bridge_status()
-        problem = self._monitor.problem() if self._monitor is not None else None
-        status = diagnostic_status(
-            f"{self.get_fully_qualified_name()}: perception",
-            self._stats.snapshot(),
-            device=str(getattr(self.predictor, "device", "none")),
+        state = self.lifecycle_state
+        common = {
+            "lifecycle_state": state,
+            "model_path": str(self.p["model_path"]),
+            "image_conversion": backend,
+            "jpeg_decoder": jpeg_decoder_name(),
+            "max_batch_size": str(self._batch_limit()),
+            **self._batches.values(),
+        }
+        statuses = [camera.diagnostic_status(
+            self.get_fully_qualified_name(), device=str(getattr(self.predictor, "device", "none")),
             precision=str(getattr(self.predictor, "precision", "none")),
-            input_topic=self._image_sub.topic_name if self._image_sub is not None else "",
-            warning=problem.text if problem is not None else None,
-            inactive=None if self.lifecycle_state == "active" else self.lifecycle_state,
-            extra={
-                "lifecycle_state": self.lifecycle_state,
-                "model_path": str(self.p["model_path"]),
-                "image_conversion": backend,
-                "jpeg_decoder": jpeg_decoder_name(),
-                "input_reliability": qos.reliability_word(self._image_sub.reliability) if self._image_sub else "",
-                "camera_info_received": str(self._camera_info is not None).lower(),
-            },
-        )
-        self.pub_diag.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+            inactive=None if state == "active" else state, extra=common) for camera in self.cameras]
+        self.pub_diag.publish(diagnostic_array(self.get_clock().now().to_msg(), statuses))
 
     # ------------------------------------------------------------------ worker thread
 
     def _work(self) -> None:
-        slot = self._slot
+        scheduler = self._scheduler
         while not self._stop.is_set():
-            item = slot.take(timeout=0.2)
-            if item is None:
-                continue
-            try:
-                self._process(*item)
-            except Exception as exc:  # never let one frame end the worker
-                if self._stop.is_set() or not self.context.ok():
-                    return  # shutting down: publishers may already be gone
-                self._reject("internal", f"frame skipped after an unexpected error: {type(exc).__name__}: "
-                                         f"{first_line(exc)}")
-
-    def _on_output_incompatible(self, topic: str, policy: str) -> None:
-        self._warn(f"output_qos.{topic}",
-                   f"{topic}: a subscriber asks for a {policy} policy this output does not offer, so it receives "
-                   f"nothing. Outputs are reliable, volatile, keep last 1; subscribe with volatile durability and "
-                   f"no deadline or liveliness requirement (the defaults of RViz and ros2 bag record)")
+            batch = scheduler.take_batch(self._batch_limit(), timeout=0.2)
+            if batch:
+                self._process_batch(batch)
 
     def _warn(self, key: str, text: str) -> None:
         line = self._throttle.message(key, text)
         if line:
             self.get_logger().warning(line)
 
-    def _reject(self, kind: str, text: str) -> None:
-        self._warn(kind, text)
-        self._stats.on_rejected(text)
-
-    def _expected_size(self) -> Optional[tuple[int, int]]:
-        """The locked (height, width) while lock_input_size is true, else None: the lock follows its parameter."""
-        return self._locked_size if self.p["lock_input_size"] else None
-
-    def _decode(self, msg: Any) -> np.ndarray:
-        """H x W x 3 RGB of a camera frame; ImageConversionError if unusable."""
-        limits = {"max_pixels": self.p["max_input_pixels"], "expected_size": self._expected_size()}
-        if isinstance(msg, CompressedImage):
-            return compressed_msg_to_rgb(msg, **limits)
-        return image_msg_to_rgb(msg, **limits)
-
-    def _process(self, msg: Any, received: float) -> None:
-        outputs, predictor = self._outputs, self.predictor
-        camera_info = self._camera_info
-        wanted = outputs.wanted(self.p, camera_info is not None)
-        if not any(wanted.values()):
-            self._stats.on_idle()
-            return
-        topic = self._image_sub.topic_name if self._image_sub is not None else "image_raw"
+    def _guarded(self, camera: CameraState, step: Any, *args: Any) -> Any:
+        """step(*args), or None after an unexpected error, which costs `camera` this frame and nothing else."""
         try:
-            rgb = self._decode(msg)
-        except ImageConversionError as exc:
-            self._reject(exc.kind, f"{topic}: frame skipped: {exc}")
-            release_freed_memory()
+            return step(*args)
+        except Exception as exc:  # never let one frame end the worker
+            self._unexpected(camera, exc)
+            return None
+
+    def _unexpected(self, camera: CameraState, exc: Exception) -> None:
+        if not (self._stop.is_set() or not self.context.ok()):  # shutting down: publishers may already be gone
+            camera.reject("internal", f"{camera.image_topic}: frame skipped after an unexpected error: "
+                                      f"{type(exc).__name__}: {first_line(exc)}")
+
+    def _process_batch(self, batch: list) -> None:
+        """Decode each camera's frame, run the model once on them all, publish each result to its camera."""
+        output_size = self._input_size() if self.p["output_resolution"] == "model" else None
+        jobs = []
+        for camera, (msg, received) in batch:
+            job = self._guarded(camera, camera.prepare, msg, received, output_size)
+            if job is not None:
+                jobs.append(job)
+        if not jobs:
             return
-        if self.p["lock_input_size"] and self._locked_size is None:
-            self._locked_size = rgb.shape[:2]
-        p, pool, header = self.p, self._pool, msg.header
-        camera_size = rgb.shape[:2]
-        height, width = camera_size if p["output_resolution"] == "camera" else self._input_size()
-        depth_msg, depth = pool.get("depth", header, height, width, "32FC1")
-        labels_msg, labels = pool.get("semantic", header, height, width, "mono8")
         start = time.perf_counter()
         try:
-            prediction = predictor(rgb, output_size=(height, width), max_depth=p["max_depth"], out=(labels, depth),
-                                   confidence=wanted["confidence"] or wanted["confidence/compressed"])
-        except ValueError as exc:
-            self._reject("predictor", f"{topic}: frame skipped, the model refused it: {first_line(exc)}")
+            jobs = self._infer(jobs, output_size)
+        except Exception as exc:
+            for job in jobs:
+                self._unexpected(job.camera, exc)
             return
         inference_ms = (time.perf_counter() - start) * 1e3
+        if jobs:
+            self._batches.on_batch(len(jobs))
+        for job in jobs:
+            self._guarded(job.camera, job.camera.publish, job, self._palette_lut, inference_ms)
 
-        if wanted["depth"]:
-            outputs.publish("depth", depth_msg)
-        if wanted["depth/compressedDepth"]:
-            outputs.publish_compressed("depth/compressedDepth", header, depth, p)
-        if wanted["depth/camera_info"]:
-            outputs.publish("depth/camera_info", scaled_camera_info(camera_info, header, width, height))
-        if wanted["semantic"]:
-            outputs.publish("semantic", labels_msg)
-        if wanted["semantic/compressed"]:
-            outputs.publish_compressed("semantic/compressed", header, labels, p)
-        if prediction.confidence is not None:
-            if wanted["confidence"]:
-                confidence_msg, confidence = pool.get("confidence", header, height, width, "mono8")
-                confidence[...] = prediction.confidence
-                outputs.publish("confidence", confidence_msg)
-            if wanted["confidence/compressed"]:
-                outputs.publish_compressed("confidence/compressed", header, prediction.confidence, p)
-        want_color = wanted["semantic_color"] or wanted["semantic_color/compressed"]
-        want_overlay = wanted["overlay"] or wanted["overlay/compressed"]
-        image = rgb
-        if (height, width) != camera_size and (want_overlay or wanted["points"]):
-            image = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        if want_color or want_overlay:
-            color_msg, color = pool.get("semantic_color", header, height, width, "rgb8")
-            cv2.applyColorMap(labels, self._palette_lut, dst=color)
-            if wanted["semantic_color"]:
-                outputs.publish("semantic_color", color_msg)
-            if wanted["semantic_color/compressed"]:
-                outputs.publish_compressed("semantic_color/compressed", header, color, p)
-            if want_overlay:
-                alpha = float(p["overlay_alpha"])
-                overlay_msg, overlay = pool.get("overlay", header, height, width, "rgb8")
-                cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0, dst=overlay)
-                if wanted["overlay"]:
-                    outputs.publish("overlay", overlay_msg)
-                if wanted["overlay/compressed"]:
-                    outputs.publish_compressed("overlay/compressed", header, overlay, p)
-        if wanted["points"]:
-            try:
-                cloud = self._clouds.build(header, depth, image, labels, camera_info, p["points_stride"],
-                                           p["points_organized"])
-            except ValueError as exc:
-                self._warn("camera_info.points", f"points skipped: {exc}")
-            else:
-                outputs.publish("points", cloud)
-        self._record(header, received, inference_ms)
+    def _infer(self, jobs: list[Job], output_size: Optional[tuple[int, int]]) -> list[Job]:
+        """Fill each job's depth and labels in one forward pass; the jobs whose frames the model took.
 
-    def _record(self, header: Any, received: float, inference_ms: float) -> None:
-        processing_ms = (time.monotonic() - received) * 1e3
-        latency_ms: Optional[float] = (self.get_clock().now().nanoseconds - stamp_ns(header.stamp)) / 1e6
-        if not (_PLAUSIBLE_LATENCY_MS[0] <= latency_ms <= _PLAUSIBLE_LATENCY_MS[1]):
-            latency_ms = None
-        self._stats.on_published(inference_ms, processing_ms, latency_ms)
+        A refused batch is run again frame by frame, so that only the camera whose
+        frame the model refuses loses it.
+        """
+        try:
+            predictions = self.predictor.predict_batch(
+                [job.rgb for job in jobs], output_size=output_size, max_depth=self.p["max_depth"],
+                out=[job.out for job in jobs], confidence=any(job.wants_confidence for job in jobs))
+        except ValueError as exc:
+            if len(jobs) > 1:
+                return [job for job in jobs if self._infer([job], output_size)]
+            camera = jobs[0].camera
+            camera.reject("predictor", f"{camera.image_topic}: frame skipped, the model refused it: "
+                                       f"{first_line(exc)}")
+            return []
+        for job, prediction in zip(jobs, predictions):
+            job.confidence = prediction.confidence if job.wants_confidence else None
+        return jobs
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -49,6 +49,12 @@ SPECS: tuple[ParamSpec, ...] = (
               f"(see the README, leaves room for the middleware). At most {THREADS_PER_CORE} per usable core "
               f"({MAX_INFERENCE_THREADS} here): more only oversubscribe the cores and slow configure down.",
               range=(0, MAX_INFERENCE_THREADS), applies="configure"),
+    ParamSpec("cameras", list, "Camera names, e.g. [front, rear]: each reads <name>/image_raw (or "
+              "<name>/image_raw/compressed) and <name>/camera_info and publishes every output under <name>/, and "
+              "one model serves them all in batches. Empty: one camera on image_raw, camera_info and today's "
+              "output topics.", applies="configure"),
+    ParamSpec("max_batch_size", int, "Most camera frames run through the model in one batch; 0 = one per "
+              "camera. Smaller batches answer sooner; larger ones save work per frame.", range=(0, 64)),
     ParamSpec("compressed_input", bool,
               "Subscribe to image_raw/compressed (JPEG/PNG, sensor_msgs/CompressedImage) instead of image_raw.",
               applies="configure"),

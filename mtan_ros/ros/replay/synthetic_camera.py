@@ -2,6 +2,7 @@
 
     python -m mtan_ros.ros.replay.synthetic_camera --ros-args -p width:=1280 -p height:=720 -p rate:=10.0
         [-p reliability:=reliable|best_effort] [-p frames:=0] [-p camera_info:=true]
+        [-p wait_for_subscribers:=0]
 
 Why: whether the perception node receives a camera depends on the driver's QoS and
 Fast DDS transport, not on the node alone. This publisher uses exactly what drivers
@@ -10,7 +11,9 @@ sensor-data profile (best effort, keep last 5) — and whatever Fast DDS configu
 its environment has (none, unless you set one), so checks and benchmarks see what a
 user with a USB or GigE camera sees. Frame i is stamped `stamp_base + i / rate`
 seconds, so a receiver can tell exactly which frames it got; `frames` > 0 stops
-after that many frames (0 = until Ctrl-C).
+after that many frames (0 = until Ctrl-C). `wait_for_subscribers` holds frame 0
+back until that many readers are matched, so that a benchmark's counts do not
+depend on how long discovery took.
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ SPECS = (
     ParamSpec("stamp_base", float, "Stamp of frame 0 in seconds; 0 = the wall clock at start.", default=0.0,
               range=(0.0, 1e10), applies="startup"),
     ParamSpec("frame_id", str, "frame_id of the images.", default="camera_optical_frame", applies="startup"),
+    ParamSpec("wait_for_subscribers", int, "Publish nothing until this many subscriptions are matched to "
+              "image_raw; 0 = start at once.", default=0, range=(0, 1000), applies="startup"),
 )
 
 
@@ -92,7 +97,7 @@ class SyntheticCamera(Node):
             msg.header.frame_id = self.p["frame_id"]
             self._frames.append(msg)
         self._info = pinhole_info(width, height, self.p["frame_id"])
-        self._base = self.p["stamp_base"] or time.time()
+        self._base = self.p["stamp_base"]
         self.sent = 0
 
     def publish_next(self) -> None:
@@ -106,8 +111,16 @@ class SyntheticCamera(Node):
         self.sent += 1
 
     def run(self) -> None:
-        """Publish on a steady schedule (a late frame does not shift the ones after it)."""
+        """Publish on a steady schedule (a late frame does not shift the ones after it).
+
+        With stamp_base 0, frame 0 is stamped with the wall clock when it goes out (after any
+        wait for subscribers), so stamps tell receivers their end-to-end latency.
+        """
+        while rclpy.ok(context=self.context) and self.image_pub.get_subscription_count() < \
+                self.p["wait_for_subscribers"]:
+            rclpy.spin_once(self, timeout_sec=0.05)
         period = 1.0 / self.p["rate"]
+        self._base = self._base or time.time()
         start = time.monotonic()
         while rclpy.ok(context=self.context) and (self.p["frames"] == 0 or self.sent < self.p["frames"]):
             delay = start + self.sent * period - time.monotonic()
