@@ -18,7 +18,6 @@ Counts, not timings: frame i is stamped base + i / rate.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.processes import ChildGroup
 
 QOS_CHOICES = ("reliable", "best_effort")
@@ -221,7 +221,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{args.frames} frames at {args.rate:g} Hz per cell; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json(args.json, "cameras", rows, settings={"frames": args.frames, "rate": args.rate})
     return 0
 
 

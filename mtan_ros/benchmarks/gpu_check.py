@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from mtan_ros.benchmarks.report import read_json, write_json
 from mtan_ros.common.entry import run_command
 
 CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -253,7 +254,7 @@ class GpuCheck:
                 reason = lines[-1][:200] if lines else f"exit code {done.returncode}"
                 return [Row("node end-to-end", "1024x2048", "skipped",
                             note=f"`{' '.join(command[1:4])} ...` failed: {reason}")]
-            return node_rows_from_json(json.loads(path.read_text()))
+            return node_rows_from_json(read_json(path))
 
     def amp_training_row(self) -> None:
         size = self.sizes()[0]
@@ -406,9 +407,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(rows)} rows: {sum(r.status == 'ok' for r in rows)} ok, "
           f"{sum(r.status == 'skipped' for r in rows)} skipped, {failed} failed, in {seconds:.0f} s")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": machine, "seconds": seconds,
-                                               "rows": [asdict(r) for r in rows]}, indent=2, default=str))
+        write_json(args.json, "gpu_check", [asdict(r) for r in rows], settings={"quick": args.quick},
+                   environment=machine, seconds=seconds)
         print(f"wrote {args.json}")
     return 1 if failed else 0
 

@@ -22,7 +22,6 @@ share of the cores than one: compare "answered per CPU s" as well as the totals.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.processes import ChildGroup
 
 NODE_MODULE = "mtan_ros.ros.node.perception_node"
@@ -338,7 +338,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{args.max_batch_size}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, "multi_camera", results, settings=vars(args))
     return 0
 
 

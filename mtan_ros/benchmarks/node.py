@@ -22,7 +22,6 @@ is used: latency does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.processes import ChildGroup
 
 ECHO_NODE = "benchmark_echo"
@@ -318,8 +318,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"model's input size ({model_size[0]}x{model_size[1]}) sent just before it; load average after the run "
           f"{os.getloadavg()[0]:.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": threads, "device": str(predictor.device),
-                                               "rows": rows}, indent=2))
+        write_json(args.json, "node", rows, settings={"threads": threads, "device": str(predictor.device),
+                                                      "frames": args.frames})
     return 0
 
 
