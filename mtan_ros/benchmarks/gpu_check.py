@@ -290,7 +290,7 @@ class GpuCheck:
             n = self.plan.train_batch
             batch = {"image": torch.rand(n, 3, *size), "semantic": torch.randint(-1, 7, (n, *size)),
                      "depth": torch.rand(n, 1, *size)}
-            weights = {task: 1.0 for task in tasks}
+            weights = dict.fromkeys(tasks, 1.0)
             times = []
             for _ in range(3):  # the first step pays for cuDNN's algorithm search
                 _synchronize(device)
