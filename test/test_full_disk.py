@@ -113,6 +113,7 @@ def _noise(side):
     return np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_package_writers_on_a_full_disk(small_disk, name):
     """Each of the package's write-to-temp-then-rename files: one-line StorageError, old file kept, no temp."""

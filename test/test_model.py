@@ -118,6 +118,7 @@ def test_train_mode_backward_reaches_every_parameter(arch):
     assert missing == []
 
 
+@pytest.mark.slow
 def test_tasks_are_independent_heads():
     torch.manual_seed(0)
     model = SegNetMTAN({"semantic": 4, "depth": 1}, width=0.125).eval()

@@ -18,6 +18,7 @@ included) and of test/, and checks:
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -69,7 +70,17 @@ def is_ros_package(module: str) -> bool:
     return module in ROS_PACKAGES or module.endswith(ROS_SUFFIXES) or module.startswith(ROS_PREFIXES)
 
 
+@functools.lru_cache(maxsize=None)
+def _scan(dirs: tuple[str, ...]) -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple((name, frozenset(files)) for name, files in _top_level_imports(dirs).items())
+
+
 def top_level_imports(dirs: tuple[str, ...]) -> dict[str, set[str]]:
+    """Top-level module name -> the files that import it (the tree is parsed once per folder set)."""
+    return {name: set(files) for name, files in _scan(tuple(dirs))}
+
+
+def _top_level_imports(dirs: tuple[str, ...]) -> dict[str, set[str]]:
     """Top-level module name -> the files (relative to ROOT) that import it, absolute imports only."""
     found: dict[str, set[str]] = {}
     for folder in dirs:
