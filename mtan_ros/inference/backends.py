@@ -16,6 +16,7 @@ import torch
 
 from mtan_ros.errors import ConfigError
 from mtan_ros.inference.export import MAX_BATCH, NormalisedModel, onnx_model_bytes
+from mtan_ros.inference.precision import cast_outside_float32, keep_depth_tail_float32
 
 LOG = logging.getLogger("mtan_ros.inference")
 
@@ -24,7 +25,13 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchBackend:
-    """The PyTorch model, optionally compiled with torch.compile."""
+    """The PyTorch model, optionally compiled with torch.compile.
+
+    Reduced precision: the model is cast to it except for the depth tail, which
+    stays float32 (see mtan_ros.inference.precision). Not autocast: on CPUs it
+    runs max-unpooling in float32, converting each decoder stage's input there
+    and back.
+    """
 
     name = "torch"
 
@@ -35,7 +42,10 @@ class TorchBackend:
         self.input_dtype = DTYPES[precision]
         # channels_last suits oneDNN and cuDNN convolutions alike.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = wrapper.to(device=device, dtype=self.input_dtype, memory_format=self.memory_format)
+        self.model = wrapper.to(device=device, memory_format=self.memory_format)
+        if precision != "fp32":
+            keep_depth_tail_float32(self.model.model)
+            cast_outside_float32(self.model, self.input_dtype)
         self.compiled = bool(compile)
         # Freezing folds the weights into the compiled graph (prepacked convolutions on CPUs);
         # compiling happens on the first call of each batch size.
