@@ -37,7 +37,8 @@ from mtan_ros.cli import run_command
 from mtan_ros.errors import ConfigError
 from mtan_ros.inference.backends import BACKENDS, onnxruntime_providers
 from mtan_ros.inference.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
-from mtan_ros.inference.predictor import Predictor, cpu_has_amx_bf16, resolve_device
+from mtan_ros.inference.precision import cpu_bf16_flags
+from mtan_ros.inference.predictor import Predictor, resolve_device
 
 RANDOM_WEIGHTS_NOTE = ("RANDOM WEIGHTS (no --checkpoint): latency holds, but label agreement and metric deltas "
                        "say nothing about a trained model; pass --checkpoint for those")
@@ -294,8 +295,8 @@ def prepost_table(meta: CheckpointMeta, camera: tuple[int, int], warmup: int, it
 def machine_line(device: torch.device) -> str:
     load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
     cuda = f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "no CUDA"
-    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cuda}, CPU AMX bf16: "
-            f"{'yes' if cpu_has_amx_bf16() else 'no'}, {os.cpu_count()} CPUs{load}; "
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cuda}, CPU bf16 instructions: "
+            f"{', '.join(cpu_bf16_flags()) or 'none'}, {os.cpu_count()} CPUs{load}; "
             f"onnxruntime providers: {', '.join(onnxruntime_providers()) or 'not installed'}")
 
 
@@ -344,8 +345,6 @@ def run(args: argparse.Namespace) -> int:
     print(machine_line(device))
     print(f"model: {weights}; input {meta.input_size[0]}x{meta.input_size[1]}; validation: {len(samples)} images "
           f"of {described}")
-    if device.type == "cpu" and not cpu_has_amx_bf16():
-        print("this CPU has no AMX: bf16 is expected to be slower than fp32 here (auto picks fp32)")
     print()
     print("\n".join(accuracy_table(args, model, meta, device, samples)))
     if not args.no_prepost:

@@ -80,10 +80,10 @@ def cuda_missing() -> str | None:
 
 def environment() -> dict[str, Any]:
     from mtan_ros.inference.backends import onnxruntime_providers
-    from mtan_ros.inference.predictor import cpu_has_amx_bf16
+    from mtan_ros.inference.precision import cpu_bf16_flags
 
     info: dict[str, Any] = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cpus": os.cpu_count(),
-                            "cpu_amx_bf16": cpu_has_amx_bf16(), "onnxruntime_providers": onnxruntime_providers()}
+                            "cpu_bf16_flags": cpu_bf16_flags(), "onnxruntime_providers": onnxruntime_providers()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
