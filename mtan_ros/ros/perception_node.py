@@ -190,6 +190,9 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(
             f"configured: model {self.p['model_path'] or '<given>'} on {self.predictor.device}, "
             f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}")
+        choice = getattr(self.predictor, "precision_choice", None)
+        if choice is not None:
+            self.get_logger().info(f"precision {choice}")
 
     def _load_predictor(self) -> Any:
         path = self.p["model_path"]
@@ -386,6 +389,7 @@ class PerceptionNode(LifecycleNode):
             extra={
                 "lifecycle_state": self.lifecycle_state,
                 "model_path": str(self.p["model_path"]),
+                "precision_choice": str(getattr(self.predictor, "precision_choice", "")),
                 "image_conversion": backend,
                 "jpeg_decoder": jpeg_decoder_name(),
                 "input_reliability": qos.reliability_word(self._image_sub.reliability) if self._image_sub else "",
