@@ -203,15 +203,29 @@ def test_eval_cli_refuses_data_with_other_classes(trained, tmp_path, capsys):
     assert "7 classes" in err and "19-class" in err
 
 
-def test_amp_on_cpu_trains_in_bfloat16(tree, tmp_path):
+@pytest.mark.parametrize("flags, dtype", [("fpu avx512f avx512_bf16", torch.bfloat16), ("fpu avx2", torch.float32)])
+def test_amp_on_cpu_trains_in_bf16_where_the_cpu_has_bf16_instructions(tree, tmp_path, monkeypatch, flags, dtype):
+    from mtan_ros.inference import precision
     from mtan_ros.training.config import TrainConfig
     from mtan_ros.training.trainer import train
 
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(precision, "CPUINFO", str(cpuinfo))
+    convolutions = set()
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, inputs, output: convolutions.add(output.dtype) if isinstance(module, torch.nn.Conv2d) else None)
+    messages = []
     cfg = TrainConfig(data=str(tree), out=str(tmp_path / "amp"), epochs=1, batch_size=2, width=0.125, workers=0,
                       amp=True, device="cpu", limit_train=2, limit_val=1, progress=False, tensorboard=False,
                       plots=False)
-    row = train(cfg).history[0]
+    try:
+        row = train(cfg, log=messages.append).history[0]
+    finally:
+        hook.remove()
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_miou"])
+    assert convolutions == {dtype}
+    assert any("--amp: this CPU reports neither" in m for m in messages) == (dtype == torch.float32)
 
 
 def test_pcgrad_run_learns_and_logs_its_weighting(tree, tmp_path):

@@ -15,7 +15,7 @@ from .losses import task_losses
 from .metrics import ConfusionMatrix, DepthErrors
 from .run import Parts
 
-__all__ = ["EpochResult", "train_epoch", "validate"]
+__all__ = ["EpochResult", "train_epoch", "train_step", "validate"]
 
 
 @dataclass
@@ -26,6 +26,27 @@ class EpochResult:
     stopped: bool  # the time budget ran out during the epoch
     images: int
     seconds: float
+
+
+def train_step(parts: Parts, images: torch.Tensor, batch: dict[str, Any], weights: dict[str, float],
+               ctx: DistContext, *, amp: bool = False, outside_ddp: Any = ()) -> tuple[dict, dict, torch.Tensor]:
+    """One optimiser step: forward (autocast with `amp`), task losses, weighted backward, step.
+
+    Separate from the epoch loop so that mtan_ros.training.step_benchmark times
+    exactly what training runs. Returns (outputs, losses, total loss).
+    """
+    with autocast_context(ctx.device, amp):
+        outputs = parts.network(images)
+    losses = task_losses(outputs, batch, parts.class_weights)
+    parts.optimizer.zero_grad(set_to_none=True)
+    total = parts.weighting.backward(losses, weights, parts.shared_parameters, scale=parts.scaler.scale)
+    for p in outside_ddp:  # learnt weighting parameters (uncertainty log-variances)
+        if p.grad is not None:
+            ctx.all_reduce_sum(p.grad)
+            p.grad /= ctx.world_size
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return outputs, losses, total
 
 
 def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, weights: dict[str, float],
@@ -51,17 +72,7 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
         parts.schedule.apply(parts.optimizer, epoch, step)
         batch = to_device(batch, device)
         images = batch["image"].contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp):
-            outputs = model(images)
-        losses = task_losses(outputs, batch, parts.class_weights)
-        parts.optimizer.zero_grad(set_to_none=True)
-        total = parts.weighting.backward(losses, weights, parts.shared_parameters, scale=parts.scaler.scale)
-        for p in outside_ddp:  # learnt weighting parameters (uncertainty log-variances)
-            if p.grad is not None:
-                ctx.all_reduce_sum(p.grad)
-                p.grad /= ctx.world_size
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
+        outputs, losses, total = train_step(parts, images, batch, weights, ctx, amp=amp, outside_ddp=outside_ddp)
         values = torch.stack([losses[t].detach().double() for t in names] + [total.double()])
         if not bool(torch.isfinite(values).all()):
             raise TrainingError(
