@@ -292,3 +292,13 @@ def test_median_frequency_class_weights_are_counted_logged_and_recorded(tree, tm
     assert list(logged.values()) == pytest.approx(expected.tolist(), abs=0.006)
     assert max(logged.values()) > 1.5 and min(logged.values()) < 1.0  # the synthetic classes are unbalanced
     assert load_yaml(tmp_path / "balanced" / "config.yaml")["class_weights"] == "median_frequency"
+
+
+def test_step_benchmark_times_the_trainers_step_against_a_plain_loop(capsys):
+    from mtan_ros.training import step_benchmark
+
+    assert step_benchmark.main(["--width", "0.125", "--size", "64x128", "--steps", "1", "--warmup", "0"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x |" in line]
+    names = ["plain loop fp32", "mtan-train step fp32", "plain loop bf16 autocast", "mtan-train step --amp"]
+    assert [row.split(" | ")[0][2:] for row in rows] == names
+    assert rows[0].endswith("| 1.00x |")
