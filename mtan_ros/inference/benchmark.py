@@ -200,6 +200,8 @@ def configurations(device: torch.device, backends: list[str], precisions: list[s
             configs.append(Config("torch", precision, compiled=True))
         if "onnxruntime" in backends and (precision == "fp32" or device.type == "cuda" and precision == "fp16"):
             configs.append(Config("onnxruntime", precision))
+        if "auto" in backends and precision == "auto":
+            configs.append(Config("auto", "auto"))  # the node's default configuration
     return configs
 
 
@@ -335,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", default=None,
                         help="comma-separated (default: fp32,bf16 on CPUs; fp32,fp16,bf16 on CUDA)")
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: torch,onnxruntime")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated: torch,onnxruntime,auto (auto: with --precisions ...,auto a row for "
+                             "backend and precision auto, the node's default)")
     parser.add_argument("--variants", default="",
                         help="comma-separated torch rows per precision besides the defaults: masks (2x2 one-hot "
                              "pooling masks), channels_first")
