@@ -9,7 +9,8 @@ import torch
 
 from mtan_ros.errors import ConfigError
 from mtan_ros.inference import Predictor
-from mtan_ros.inference.backends import choose_providers, onnxruntime_precision
+from mtan_ros.inference import backends
+from mtan_ros.inference.backends import choose_providers, onnxruntime_precision, resolve_backend
 from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.export import main as export_main
 from mtan_ros.model import build_model, set_pooling
@@ -60,7 +61,7 @@ def _assert_same_results(a, b):
 
 def test_onnxruntime_backend_equals_the_torch_backend_on_cpu(lively, tmp_path):
     torch_backend = Predictor.from_checkpoint(lively, device="cpu", precision="fp32")
-    in_memory = Predictor.from_checkpoint(lively, device="cpu", backend="onnxruntime")
+    in_memory = Predictor.from_checkpoint(lively, device="cpu", backend="auto")  # onnxruntime where installed
     assert in_memory.backend == "onnxruntime" and in_memory.precision == "fp32" and in_memory.model is None
     onnx_file = tmp_path / "lively.onnx"
     assert export_main(["--checkpoint", str(lively), "--out", str(onnx_file)]) == 0
@@ -94,6 +95,23 @@ def test_provider_and_precision_choice():
     assert onnxruntime_precision("auto", everything[1:]) == "fp32"
     assert onnxruntime_precision("fp16", everything[1:]) == "fp32"
     assert onnxruntime_precision("bf16", ["CPUExecutionProvider"]) == "fp32"
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_auto_backend_is_onnxruntime_only_for_fp32_on_cpus_where_installed(monkeypatch, installed):
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: object() if installed else None)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    expected = "onnxruntime" if installed else "torch"
+    assert resolve_backend("auto", cpu, "auto", False)[0] == expected
+    assert resolve_backend("auto", cpu, "fp32", False)[0] == expected
+    assert resolve_backend("auto", cpu, "bf16", False) == ("torch", "backend auto runs torch for precision=bf16")
+    assert resolve_backend("auto", cpu, "fp32", True)[0] == "torch"
+    assert resolve_backend("auto", gpu, "auto", False)[0] == "torch"
+    assert resolve_backend("onnxruntime", cpu, "bf16", True) == ("onnxruntime", "backend=onnxruntime")
+    if not installed:
+        assert "onnxruntime, onnx, onnxscript" in resolve_backend("auto", cpu, "auto", False)[1]
+    with pytest.raises(ValueError, match="backend 'tvm'"):
+        resolve_backend("tvm", cpu, "auto", False)
 
 
 def test_mask_pooling_option_keeps_the_predictions(tiny_checkpoint):

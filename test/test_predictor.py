@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import make_checkpoint
+from mtan_ros.common import cpu
 from mtan_ros.depth_encoding import DepthEncoding
-from mtan_ros.inference import Predictor, resolve_device, resolve_precision
-from mtan_ros.inference import predictor as predictor_module
+from mtan_ros.inference import Predictor, resolve_device
 from mtan_ros.benchmarks.inference import FixedOutputs
 from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.optimize import fold_batchnorm
@@ -331,25 +331,9 @@ def test_reduced_precision_runs_and_stays_close_to_fp32(tiny_checkpoint):
     assert b.depth.shape == a.depth.shape
 
 
-@pytest.mark.parametrize("flags, expected", [("fpu avx512f avx512_bf16 amx_tile", "fp32"),
-                                             ("fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8", "bf16"),
-                                             (None, "fp32")])
-def test_auto_precision_takes_bf16_only_on_cpus_with_amx(tmp_path, monkeypatch, flags, expected):
-    cpuinfo = tmp_path / "cpuinfo"
-    if flags is not None:
-        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test cpu\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-    monkeypatch.setattr(predictor_module, "CPUINFO", str(cpuinfo))
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("fp16", torch.device("cpu")) == expected
-    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    assert resolve_precision("auto", torch.device("cuda", 0)) == "fp16"
-    assert resolve_precision("bf16", torch.device("cuda", 0)) == "bf16"
-
-
 def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_checkpoint, monkeypatch, caplog, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(predictor_module, "CPUINFO", str(tmp_path / "no_cpuinfo"))
+    monkeypatch.setattr(cpu, "CPUINFO", str(tmp_path / "no_cpuinfo"))
     with caplog.at_level(logging.WARNING, logger="mtan_ros.inference"):
         assert resolve_device("cuda") == torch.device("cpu")
         predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cuda:0", precision="auto")
@@ -364,7 +348,7 @@ def test_bad_arguments_are_clear_errors(tiny_checkpoint):
     with pytest.raises(ValueError, match="not one of auto, cpu, cuda"):
         resolve_device("tpu")
     with pytest.raises(ValueError, match="precision 'int4'"):
-        resolve_precision("int4", torch.device("cpu"))
+        Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="int4")
     with pytest.raises(ValueError, match="backend 'tvm'"):
         Predictor.from_checkpoint(tiny_checkpoint, device="cpu", backend="tvm")
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", precision="fp32")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtan_ros.common import cpu
 from mtan_ros.training import eval_cli, train_cli
 
 FAST = ["--width", "0.125", "--workers", "0", "--no-progress", "--no-tensorboard", "--no-plots"]
@@ -203,15 +204,28 @@ def test_eval_cli_refuses_data_with_other_classes(trained, tmp_path, capsys):
     assert "7 classes" in err and "19-class" in err
 
 
-def test_amp_on_cpu_trains_in_bfloat16(tree, tmp_path):
+@pytest.mark.parametrize("flags, dtype", [("fpu avx512f avx512_bf16", torch.bfloat16), ("fpu avx2", torch.float32)])
+def test_amp_on_cpu_trains_in_bf16_where_the_cpu_has_bf16_instructions(tree, tmp_path, monkeypatch, flags, dtype):
     from mtan_ros.training.config import TrainConfig
     from mtan_ros.training.trainer import train
 
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(cpu, "CPUINFO", str(cpuinfo))
+    convolutions = set()
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, inputs, output: convolutions.add(output.dtype) if isinstance(module, torch.nn.Conv2d) else None)
+    messages = []
     cfg = TrainConfig(data=str(tree), out=str(tmp_path / "amp"), epochs=1, batch_size=2, width=0.125, workers=0,
                       amp=True, device="cpu", limit_train=2, limit_val=1, progress=False, tensorboard=False,
                       plots=False)
-    row = train(cfg).history[0]
+    try:
+        row = train(cfg, log=messages.append).history[0]
+    finally:
+        hook.remove()
     assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_miou"])
+    assert convolutions == {dtype}
+    assert any("--amp: this CPU reports neither" in m for m in messages) == (dtype == torch.float32)
 
 
 def test_pcgrad_run_learns_and_logs_its_weighting(tree, tmp_path):
@@ -278,3 +292,13 @@ def test_median_frequency_class_weights_are_counted_logged_and_recorded(tree, tm
     assert list(logged.values()) == pytest.approx(expected.tolist(), abs=0.006)
     assert max(logged.values()) > 1.5 and min(logged.values()) < 1.0  # the synthetic classes are unbalanced
     assert load_yaml(tmp_path / "balanced" / "config.yaml")["class_weights"] == "median_frequency"
+
+
+def test_step_benchmark_times_the_trainers_step_against_a_plain_loop(capsys):
+    from mtan_ros.training import step_benchmark
+
+    assert step_benchmark.main(["--width", "0.125", "--size", "64x128", "--steps", "1", "--warmup", "0"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x |" in line]
+    names = ["plain loop fp32", "mtan-train step fp32", "plain loop bf16 autocast", "mtan-train step --amp"]
+    assert [row.split(" | ")[0][2:] for row in rows] == names
+    assert rows[0].endswith("| 1.00x |")

@@ -83,10 +83,10 @@ def cuda_missing() -> str | None:
 
 def environment() -> dict[str, Any]:
     from mtan_ros.inference.backends import onnxruntime_providers
-    from mtan_ros.inference.predictor import cpu_has_amx_bf16
+    from mtan_ros.inference.precision import cpu_bf16_flags
 
     info: dict[str, Any] = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cpus": os.cpu_count(),
-                            "cpu_amx_bf16": cpu_has_amx_bf16(), "onnxruntime_providers": onnxruntime_providers()}
+                            "cpu_bf16_flags": cpu_bf16_flags(), "onnxruntime_providers": onnxruntime_providers()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -277,6 +277,7 @@ class GpuCheck:
         from mtan_ros.training.config import TrainConfig
         from mtan_ros.training.distributed import DistContext
         from mtan_ros.training.epoch import train_step
+        from mtan_ros.training.evaluate import to_device
         from mtan_ros.training.run import build_parts
 
         tasks = {"semantic": 7, "depth": 1}
@@ -295,10 +296,12 @@ class GpuCheck:
             for _ in range(3):  # the first step pays for cuDNN's algorithm search
                 _synchronize(device)
                 start = time.perf_counter()
-                step = train_step(parts, batch, weights, ctx, amp=True)
+                on_device = to_device(batch, device)
+                images = on_device["image"].contiguous(memory_format=torch.channels_last)
+                _, _, total = train_step(parts, images, on_device, weights, ctx, amp=True)
                 _synchronize(device)
                 times.append((time.perf_counter() - start) * 1e3)
-            loss = float(step.total.detach())
+            loss = float(total.detach())
             if not np.isfinite(loss):
                 raise RuntimeError(f"the loss became {loss}")
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")

@@ -8,18 +8,11 @@ from mtan_ros.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mtan_ros.inference.predictor import (
-    BACKENDS,
-    PRECISIONS,
-    Prediction,
-    Predictor,
-    cpu_has_amx_bf16,
-    resolve_device,
-    resolve_precision,
-)
+from mtan_ros.inference.precision import PRECISIONS, PrecisionChoice, cpu_bf16_flags
+from mtan_ros.inference.predictor import BACKENDS, Prediction, Predictor, resolve_device
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "cpu_has_amx_bf16",
-    "Checkpoint", "CheckpointError", "CheckpointMeta", "ModelSpec", "Prediction", "Predictor",
-    "build_model_from_checkpoint", "load_checkpoint", "resolve_device", "resolve_precision", "save_checkpoint",
+    "BACKENDS", "PRECISIONS", "cpu_bf16_flags",
+    "Checkpoint", "CheckpointError", "CheckpointMeta", "ModelSpec", "Prediction", "PrecisionChoice", "Predictor",
+    "build_model_from_checkpoint", "load_checkpoint", "resolve_device", "save_checkpoint",
 ]

@@ -20,7 +20,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,16 +28,15 @@ import torch.nn.functional as F
 
 from mtan_ros.common.text import quote_path
 from mtan_ros.depth_encoding import DepthEncoding
-from mtan_ros.inference.backends import BACKENDS, DTYPES, OnnxRuntimeBackend, TorchBackend
+from mtan_ros.inference.backends import BACKENDS, DTYPES, OnnxRuntimeBackend, TorchBackend, resolve_backend
 from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.export import inference_model
+from mtan_ros.inference.precision import PRECISIONS, PrecisionChoice, choose_precision
 
 LOG = logging.getLogger("mtan_ros.inference")
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # Anything larger than this is a corrupt header rather than a camera.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-CPUINFO = "/proc/cpuinfo"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
@@ -74,54 +72,6 @@ def resolve_device(requested: str = "auto") -> torch.device:
                              f"{torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
         return torch.device("cuda", index)
     raise ValueError(f"device '{requested}' is not one of auto, cpu, cuda, cuda:N")
-
-
-def read_cpu_flags(path: str | None = None) -> set[str]:
-    """The CPU feature flags the kernel reports in `path` (default CPUINFO); empty where it is unreadable."""
-    try:
-        text = Path(path or CPUINFO).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-def cpu_has_amx_bf16() -> bool:
-    """True where the CPU has AMX bf16 tiles, the only CPUs on which bf16 inference was measured faster.
-
-    Measured on a 2-core AMX Xeon: bf16 1.3x (width 0.25 at 64x128) to 3.6x (full
-    width at 256x512) faster than fp32; on a Xeon without AMX, 0.43x.
-
-    Not oneDNN's own bf16 check: it also says yes for AVX512-BF16 alone, where
-    bf16 convolutions ran at half the fp32 rate.
-    """
-    return "amx_bf16" in read_cpu_flags()
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: fp16 on CUDA; on CPUs bf16 where there is AMX, else fp32.
-
-    Reduced precision was judged by the task metrics against fp32 (see
-    `python -m mtan_ros.benchmarks.inference`): on trained models it moves mIoU
-    by hundredths of a point and depth error by about 1e-4, while label
-    agreement alone looks worse than it is (flips happen at near-ties).
-    """
-    requested = (requested or "auto").strip().lower()
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision '{requested}' is not one of {', '.join(PRECISIONS)}")
-    if device.type == "cuda":
-        return "fp16" if requested == "auto" else requested
-    amx = cpu_has_amx_bf16()
-    if requested == "auto":
-        return "bf16" if amx else "fp32"
-    if requested == "fp16":
-        LOG.warning("fp16 is slow on CPUs; using %s instead", "bf16" if amx else "fp32")
-        return "bf16" if amx else "fp32"
-    if requested == "bf16" and not amx:
-        LOG.warning("this CPU has no AMX: bf16 runs slower than fp32 here")
-    return requested
 
 
 def validate_image(image: object, name: str = "image") -> np.ndarray:
@@ -252,14 +202,19 @@ def _nan_outside_(depth: torch.Tensor, limit: float) -> None:
 class Predictor:
     """A loaded model ready for images; see `from_checkpoint`.
 
-    Options (all keyword-only): `backend` "torch" or "onnxruntime";
-    `channels_last`, `fold_bn`, `compile` (torch.compile; slow to start) for
-    the torch backend; `pooling` "indices" or "masks" (identical outputs;
-    default masks for onnxruntime, which TensorRT needs); `onnx_path` an .onnx
+    Options (all keyword-only): `backend` "torch", "onnxruntime" or "auto"
+    (onnxruntime for fp32 on CPUs where it is installed, torch otherwise; see
+    backends.resolve_backend); `channels_last`, `fold_bn`, `compile`
+    (torch.compile; slow to start) for the torch backend; `pooling` "indices"
+    or "masks" (identical outputs; default masks for onnxruntime on CUDA, which
+    TensorRT needs, indices elsewhere); `onnx_path` an .onnx
     file written by `mtan-export` for the onnxruntime backend (default: export
     the checkpoint's model in memory); `providers` ONNX Runtime execution
     providers (default: TensorRT, CUDA then CPU, as installed); `threads` ONNX
     Runtime's intra-op threads (0: its default).
+
+    `precision_choice` says which precision runs and why (with the warm-up
+    timings and the agreement with fp32 where `auto` measured them).
     """
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: str | torch.device = "auto",
@@ -270,8 +225,6 @@ class Predictor:
         if "semantic" not in meta.model.tasks or "depth" not in meta.model.tasks:
             raise ValueError(f"the Predictor needs a model with 'semantic' and 'depth' tasks, this one has "
                              f"{sorted(meta.model.tasks)}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
         self.meta = meta
         self._device = device if isinstance(device, torch.device) else resolve_device(device)
         self._on_cuda = self._device.type == "cuda"
@@ -282,14 +235,22 @@ class Predictor:
             raise ValueError(f"precision '{requested}' is not one of {', '.join(PRECISIONS)}")
         if self._on_cuda:
             torch.backends.cudnn.benchmark = True
-        pooling = pooling or ("masks" if backend == "onnxruntime" else "indices")
+        backend, backend_reason = resolve_backend(backend, self._device, requested, compile)
+        # Masks for TensorRT; on CPUs ONNX Runtime ran the indices form faster (14.9 vs 16.4 ms, Zen 4, demo model).
+        pooling = pooling or ("masks" if backend == "onnxruntime" and self._on_cuda else "indices")
         if backend == "onnxruntime":
             self._backend = self._onnxruntime(model, requested, fold_bn, pooling, onnx_path, providers, threads)
+            ran = self._backend.precision
+            self.precision_choice = PrecisionChoice(ran, f"onnxruntime runs {ran} with providers "
+                                                         f"{', '.join(self._backend.providers)} ({backend_reason})")
         else:
-            wrapper = inference_model(model, meta, fold_bn=fold_bn, pooling=pooling)
-            self._backend = TorchBackend(wrapper, self._device, resolve_precision(requested, self._device),
-                                         channels_last=True if channels_last is None else bool(channels_last),
-                                         compile=compile)
+            layout = True if channels_last is None else bool(channels_last)
+            self._backend, self.precision_choice = choose_precision(
+                requested, self._device, inference_model(model, meta, fold_bn=fold_bn, pooling=pooling),
+                lambda wrapper, precision: TorchBackend(wrapper, self._device, precision, channels_last=layout,
+                                                        compile=compile),
+                meta.depth, self.input_size)
+        LOG.info("precision %s", self.precision_choice)
         self.backend = self._backend.name
         self.precision = self._backend.precision
         self.compiled = self._backend.compiled
@@ -468,6 +429,5 @@ class Predictor:
         return [Prediction(labels=labels, depth=depth) for _, _, (labels, depth) in results]
 
 
-__all__ = ["BACKENDS", "DTYPES", "PRECISIONS", "Prediction", "Predictor", "cpu_has_amx_bf16", "depth_to_metres_",
-           "read_cpu_flags", "resize_depth", "resize_labels", "resolve_device", "resolve_precision",
-           "validate_image"]
+__all__ = ["BACKENDS", "DTYPES", "PRECISIONS", "Prediction", "PrecisionChoice", "Predictor", "depth_to_metres_",
+           "resize_depth", "resize_labels", "resolve_device", "validate_image"]

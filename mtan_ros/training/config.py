@@ -74,7 +74,8 @@ class TrainConfig:
     temperature: float = _opt(2.0, "DWA temperature T (paper: 2)", metavar="T")
     uncert_init: float = _opt(-0.5, "initial log-variance of uncertainty weighting")
     resume: bool = _opt(False, "continue from OUT/last.pt with its optimiser, scheduler, weighting and RNG state")
-    amp: bool = _opt(False, "mixed precision (bfloat16 on CPU, float16 with loss scaling on CUDA)")
+    amp: bool = _opt(False, "mixed precision (bfloat16 on CPUs with bf16 instructions, fp32 on others; float16 "
+                            "with loss scaling on CUDA)")
     augment: bool = _opt(False, "random scale-crop and horizontal flip, as the reference code")
     workers: int = _opt(2, "data-loading worker processes (0 = load in the training process)", metavar="N")
     seed: int = _opt(0, "seed of weights, data order and augmentation", metavar="S")

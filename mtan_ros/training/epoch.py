@@ -15,7 +15,7 @@ from mtan_ros.training.losses import task_losses
 from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors
 from mtan_ros.training.run import Parts
 
-__all__ = ["EpochResult", "train_epoch", "validate"]
+__all__ = ["EpochResult", "train_epoch", "train_step", "validate"]
 
 
 @dataclass
@@ -28,28 +28,13 @@ class EpochResult:
     seconds: float
 
 
-@dataclass
-class Step:
-    """What one training step saw and computed (on the device)."""
+def train_step(parts: Parts, images: torch.Tensor, batch: dict[str, Any], weights: dict[str, float],
+               ctx: DistContext, *, amp: bool = False, outside_ddp: Any = ()) -> tuple[dict, dict, torch.Tensor]:
+    """One optimiser step: forward (autocast with `amp`), task losses, weighted backward, step.
 
-    batch: dict[str, torch.Tensor]
-    images: torch.Tensor
-    losses: dict[str, torch.Tensor]
-    total: torch.Tensor
-    outputs: dict[str, torch.Tensor]
-
-
-def train_step(parts: Parts, batch: dict[str, Any], weights: dict[str, float], ctx: DistContext, *,
-               amp: bool = False, outside_ddp: Any = ()) -> Step:
-    """One optimiser step exactly as training takes it: forward in channels_last (under autocast with
-    `amp`), the task losses, the weighting's backward through the loss scaler, and the step.
-
-    `outside_ddp`: learnt weighting parameters that DistributedDataParallel does not
-    reduce; their gradients are averaged over the processes here. The GPU check times
-    this same function.
+    Separate from the epoch loop so that mtan_ros.benchmarks.training_step times
+    exactly what training runs. Returns (outputs, losses, total loss).
     """
-    batch = to_device(batch, ctx.device)
-    images = batch["image"].contiguous(memory_format=torch.channels_last)
     with autocast_context(ctx.device, amp):
         outputs = parts.network(images)
     losses = task_losses(outputs, batch, parts.class_weights)
@@ -61,7 +46,7 @@ def train_step(parts: Parts, batch: dict[str, Any], weights: dict[str, float], c
             p.grad /= ctx.world_size
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
-    return Step(batch=batch, images=images, losses=losses, total=total, outputs=outputs)
+    return outputs, losses, total
 
 
 def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, weights: dict[str, float],
@@ -85,8 +70,9 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
                dynamic_ncols=True)
     for step, batch in enumerate(bar):
         parts.schedule.apply(parts.optimizer, epoch, step)
-        taken = train_step(parts, batch, weights, ctx, amp=amp, outside_ddp=outside_ddp)
-        batch, images, losses, total, outputs = taken.batch, taken.images, taken.losses, taken.total, taken.outputs
+        batch = to_device(batch, device)
+        images = batch["image"].contiguous(memory_format=torch.channels_last)
+        outputs, losses, total = train_step(parts, images, batch, weights, ctx, amp=amp, outside_ddp=outside_ddp)
         values = torch.stack([losses[t].detach().double() for t in names] + [total.double()])
         if not bool(torch.isfinite(values).all()):
             raise TrainingError(

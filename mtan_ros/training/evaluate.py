@@ -14,10 +14,12 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
+from mtan_ros.common.cpu import BF16_FLAGS, cpu_bf16_flags
 from mtan_ros.training.losses import task_losses
 from mtan_ros.evaluation.metrics import ConfusionMatrix, DepthErrors, PerImageSegmentation
 
-__all__ = ["EvalResult", "evaluate", "autocast_context", "to_device", "predict", "convert_depth"]
+__all__ = ["EvalResult", "evaluate", "amp_unavailable", "autocast_context", "to_device", "predict",
+           "convert_depth"]
 
 
 @dataclass
@@ -38,6 +40,16 @@ def autocast_context(device: torch.device, enabled: bool):
         return nullcontext()
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def amp_unavailable(device: torch.device) -> str | None:
+    """Why --amp does not run in reduced precision on `device`, or None where it does.
+
+    CPUs without bf16 instructions would emulate bf16; training stays fp32 there.
+    """
+    if device.type != "cpu":
+        return None
+    return None if cpu_bf16_flags() else f"this CPU reports neither {' nor '.join(BF16_FLAGS)} (no bf16 instructions)"
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from mtan_ros.training.class_balance import describe_weights
 from mtan_ros.training.config import TrainConfig
 from mtan_ros.training.distributed import DistContext, epoch_seed, setup_distributed
 from mtan_ros.training.epoch import train_epoch, validate
+from mtan_ros.training.evaluate import amp_unavailable
 from mtan_ros.evaluation.report import best_score
 from mtan_ros.training.rng import seed_everything
 from mtan_ros.training.run import BEST, LAST, Loaders, Parts, Progress, RunData, build_parts, make_loaders, open_data, \
@@ -88,6 +89,10 @@ def _loop(cfg: TrainConfig, ctx: DistContext, data: RunData, loaders: Loaders, p
     out = Path(cfg.out)
     run_log.start(progress.start_epoch, ctx.device)
     stopped_early = None
+    amp = cfg.amp
+    if amp and (reason := amp_unavailable(ctx.device)):
+        run_log.message(f"--amp: {reason}; training in fp32")
+        amp = False
     epochs_bar = tqdm(total=cfg.epochs, initial=progress.start_epoch, desc="training", unit="epoch",
                       disable=not show, dynamic_ncols=True)
     try:
@@ -96,12 +101,12 @@ def _loop(cfg: TrainConfig, ctx: DistContext, data: RunData, loaders: Loaders, p
             loaders.start_epoch(cfg.seed, epoch, ctx.rank)
             weights = parts.weighting.weights(epoch, progress.loss_history)
             epoch_start = time.perf_counter()
-            result = train_epoch(parts, loaders.train, data.tasks, epoch, weights, ctx, amp=cfg.amp,
+            result = train_epoch(parts, loaders.train, data.tasks, epoch, weights, ctx, amp=amp,
                                  deadline=deadline, show=show, desc=f"epoch {epoch + 1}/{cfg.epochs}")
             for t in data.tasks:
                 progress.loss_history[t].append(result.stats[f"train_loss_{t}"])
             due = result.stopped or epoch + 1 == cfg.epochs or (epoch + 1) % cfg.val_every == 0
-            val = validate(parts, loaders.val, data.tasks, ctx, depth_encoding=data.depth_encoding, amp=cfg.amp,
+            val = validate(parts, loaders.val, data.tasks, ctx, depth_encoding=data.depth_encoding, amp=amp,
                            show=show) if due else {}
             row = _row(epoch, parts, weights, result, val, time.perf_counter() - epoch_start)
             progress.rows.append(row)

@@ -228,6 +228,9 @@ class PerceptionNode(LifecycleNode):
             f"configured: model {model} on {self.predictor.device}, "
             f"{self.predictor.precision}, {classes} classes, input {self._input_size()[0]}x{self._input_size()[1]}"
             f"{served}")
+        choice = getattr(self.predictor, "precision_choice", None)
+        if choice is not None:
+            self.get_logger().info(f"precision {choice}")
 
     @staticmethod
     def _camera_names(value: list[str]) -> list[str]:
@@ -378,6 +381,7 @@ class PerceptionNode(LifecycleNode):
         common = {
             "lifecycle_state": state,
             "model_path": str(self.p["model_path"]),
+            "precision_choice": str(getattr(self.predictor, "precision_choice", "")),
             "image_conversion": backend,
             "jpeg_decoder": jpeg_decoder_name(),
             "max_batch_size": str(self._batch_limit()),
