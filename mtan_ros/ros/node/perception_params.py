@@ -42,8 +42,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", str, "auto: fp16 on CUDA; on CPUs with bf16 instructions bf16 where the warm-up "
               "measures it >= 1.1x faster and within tolerance of fp32, else fp32.",
               choices=("auto", "fp32", "fp16", "bf16"), applies="configure"),
-    ParamSpec("backend", str, "Inference runtime: torch, or onnxruntime (CPU, CUDA or TensorRT providers).",
-              choices=("torch", "onnxruntime"), applies="configure"),
+    ParamSpec("backend", str, "Inference runtime: torch, onnxruntime (CPU, CUDA or TensorRT providers), or auto "
+              "(onnxruntime for fp32 on CPUs where installed: faster there, slower to start; else torch).",
+              choices=("torch", "onnxruntime", "auto"), applies="configure"),
     ParamSpec("compile", bool, "torch.compile the model when configured: faster on CPUs, slower start.",
               applies="configure"),
     ParamSpec("inference_threads", int, "CPU threads for inference; 0 = the measured default for this machine "
