@@ -295,7 +295,7 @@ def test_median_frequency_class_weights_are_counted_logged_and_recorded(tree, tm
 
 
 def test_step_benchmark_times_the_trainers_step_against_a_plain_loop(capsys):
-    from mtan_ros.training import step_benchmark
+    from mtan_ros.benchmarks import training_step as step_benchmark
 
     assert step_benchmark.main(["--width", "0.125", "--size", "64x128", "--steps", "1", "--warmup", "0"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x |" in line]

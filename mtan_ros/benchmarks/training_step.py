@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command("step_benchmark", lambda: run(args))
+    return run_command("training_step", lambda: run(args))
 
 
 if __name__ == "__main__":
