@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from mtan_ros.common.cli import run_command
+from mtan_ros.common.entry import run_command
 
 TASKS = {"semantic": 7, "depth": 1, "normal": 3}
 
