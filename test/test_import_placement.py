@@ -22,10 +22,8 @@ PACKAGE = ROOT / "mtan_ros"
 # list once every import inside a function there is at the top of its module or says why it is not.
 EXEMPT = (
     "mtan_ros.training",
-    "mtan_ros.inference",
     "mtan_ros.ros",
     "mtan_ros.benchmarks",
-    "mtan_ros.depth_encoding",
 )
 
 _DIRECTIVE_ONLY = re.compile(r"#\s*(noqa\b[\s:\w,]*|type:\s*ignore\S*|pragma:[^#]*)\s*$")
