@@ -40,6 +40,7 @@ class DepthEncoding:
     def to_metres(self, values: Any) -> Any:
         """Stored values (numpy array or torch tensor) to metres, NaN where there is no value."""
         if _is_torch(values):
+            # torch: +1.3 s, measured with -X importtime; this module stays numpy-only (a tensor means torch is loaded)
             import torch
 
             values = values.float()
@@ -56,7 +57,7 @@ class DepthEncoding:
     def from_metres(self, metres: Any) -> Any:
         """Metres to stored values, 0 where the metres are NaN, infinite or not positive."""
         if _is_torch(metres):
-            import torch
+            import torch  # torch: +1.3 s, as in to_metres; only reached with a tensor
 
             metres = metres.float()
             valid = torch.isfinite(metres) & (metres > 0)

@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.processes import ChildGroup
+from mtan_ros.benchmarks.node import random_checkpoint
+from mtan_ros.ros.camera.transport import USER_TRANSPORT_VARIABLES, profile_path
 
 QOS_CHOICES = ("reliable", "best_effort")
 
@@ -88,13 +90,15 @@ class _Client:
     """A default participant (no Fast DDS profile) subscribing like RViz, plus /diagnostics."""
 
     def __init__(self, namespace: str) -> None:
-        import rclpy
+        import rclpy  # optional: pip install .[ros] (rclpy)
+        # optional: pip install .[ros] (rclpy)
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
+        from rclpy.context import Context  # optional: pip install .[ros] (rclpy)
+        # optional: pip install .[ros] (rclpy)
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import Image  # optional: pip install .[ros] (rclpy)
 
-        from mtan_ros.ros.camera import qos
+        from mtan_ros.ros.camera import qos  # optional: pip install .[ros] (rclpy)
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -186,9 +190,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in item.lower().split("x")) for item in args.sizes.split(",")]
-
-    from mtan_ros.benchmarks.node import random_checkpoint
-    from mtan_ros.ros.camera.transport import USER_TRANSPORT_VARIABLES, profile_path
 
     env = {k: v for k, v in os.environ.items() if k not in USER_TRANSPORT_VARIABLES}  # as a user who set nothing
     for name in USER_TRANSPORT_VARIABLES:

@@ -22,6 +22,7 @@ only shows that a path computes the same thing as fp32.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import socket
@@ -36,9 +37,20 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from mtan_ros.benchmarks.report import read_json, write_json
 from mtan_ros.common.entry import run_command
+from mtan_ros.benchmarks.inference import calibrated_random_model, random_meta, street_images
+from mtan_ros.inference.backends import onnxruntime_providers
+from mtan_ros.inference.precision import cpu_bf16_flags
+from mtan_ros.inference.predictor import Predictor
+from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
+from mtan_ros.training.config import TrainConfig
+from mtan_ros.training.distributed import DistContext
+from mtan_ros.training.epoch import train_step
+from mtan_ros.training.evaluate import to_device
+from mtan_ros.training.run import build_parts
 
 CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 TENSORRT_PROVIDERS = ["TensorrtExecutionProvider", *CUDA_PROVIDERS]
@@ -82,9 +94,6 @@ def cuda_missing() -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    from mtan_ros.inference.backends import onnxruntime_providers
-    from mtan_ros.inference.precision import cpu_bf16_flags
-
     info: dict[str, Any] = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cpus": os.cpu_count(),
                             "cpu_bf16_flags": cpu_bf16_flags(), "onnxruntime_providers": onnxruntime_providers()}
     if torch.cuda.is_available():
@@ -93,7 +102,7 @@ def environment() -> dict[str, Any]:
                     capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version(),
                     nccl=torch.distributed.is_available() and torch.distributed.is_nccl_available())
     try:
-        import tensorrt
+        import tensorrt  # optional: only where TensorRT is installed
 
         info["tensorrt"] = tensorrt.__version__
     except ImportError:
@@ -142,9 +151,6 @@ class GpuCheck:
     def model_for(self, size: tuple[int, int]):
         """(meta, model) for an input size: the checkpoint's, or random weights calibrated on street scenes."""
         if size not in self._models:
-            from mtan_ros.benchmarks.inference import calibrated_random_model, random_meta, street_images
-            from mtan_ros.model.checkpoint import build_model_from_checkpoint, load_checkpoint
-
             if self.args.checkpoint:
                 ckpt = load_checkpoint(self.args.checkpoint)
                 self._models[size] = (ckpt.meta, build_model_from_checkpoint(ckpt))
@@ -155,8 +161,6 @@ class GpuCheck:
 
     def sizes(self) -> list[tuple[int, int]]:
         if self.args.checkpoint:
-            from mtan_ros.model.checkpoint import load_checkpoint
-
             return [tuple(load_checkpoint(self.args.checkpoint).meta.input_size)]
         return self.plan.sizes
 
@@ -172,10 +176,6 @@ class GpuCheck:
 
     def _time_predictor(self, size: tuple[int, int], batches: list[int], device: str,
                         options: dict[str, Any]) -> list[Row]:
-        import copy
-
-        from mtan_ros.inference.predictor import Predictor
-
         meta, model = self.model_for(size)
         predictor = Predictor(copy.deepcopy(model), meta, device=device, **options)
         rows = []
@@ -202,11 +202,6 @@ class GpuCheck:
 
     def _inputs(self, size: tuple[int, int], batch: int, device: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Street images at the model's size and the labels fp32 eager gives them on `device` (computed once)."""
-        import copy
-
-        from mtan_ros.benchmarks.inference import street_images
-        from mtan_ros.inference.predictor import Predictor
-
         key = (size, batch, device)
         if key not in self._references:
             images = street_images(size, batch, seed=11)
@@ -274,12 +269,6 @@ class GpuCheck:
         `distributed`: inside DistributedDataParallel in a one-process group (NCCL
         on CUDA, gloo on CPUs, which is how the suite runs this code).
         """
-        from mtan_ros.training.config import TrainConfig
-        from mtan_ros.training.distributed import DistContext
-        from mtan_ros.training.epoch import train_step
-        from mtan_ros.training.evaluate import to_device
-        from mtan_ros.training.run import build_parts
-
         tasks = {"semantic": 7, "depth": 1}
         group = _single_process_group(device) if distributed else None
         try:
@@ -312,8 +301,6 @@ class GpuCheck:
                 torch.distributed.destroy_process_group()
 
     def run(self) -> list[Row]:
-        from mtan_ros.inference.backends import onnxruntime_providers
-
         providers = onnxruntime_providers()
         print("rows as they finish:", flush=True)
         self.predictor_rows("Predictor CPU fp32", "cpu", {"precision": "fp32"}, needs_cuda=False, batches=[1])
@@ -364,8 +351,6 @@ def _synchronize(device: torch.device) -> None:
 
 def _single_process_group(device: torch.device):
     """A one-process group on a free local port (no torchrun needed): NCCL on CUDA, gloo on CPUs."""
-    import torch.distributed as dist
-
     if device.type == "cuda" and not dist.is_nccl_available():
         raise RuntimeError("this torch has no NCCL")
     with socket.socket() as probe:

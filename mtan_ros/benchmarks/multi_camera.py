@@ -31,6 +31,8 @@ from typing import Any, Optional
 
 from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.processes import ChildGroup
+from mtan_ros.benchmarks.node import random_checkpoint
+from mtan_ros.ros.camera.transport import USER_TRANSPORT_VARIABLES
 
 NODE_MODULE = "mtan_ros.ros.node.perception_node"
 CAMERA_MODULE = "mtan_ros.ros.replay.synthetic_camera"
@@ -87,9 +89,11 @@ class _Client:
     """A default participant (no Fast DDS profile) subscribing to each camera's depth like RViz, and /diagnostics."""
 
     def __init__(self) -> None:
-        import rclpy
+        import rclpy  # optional: pip install .[ros] (rclpy)
+        # optional: pip install .[ros] (rclpy)
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
+        from rclpy.context import Context  # optional: pip install .[ros] (rclpy)
+        # optional: pip install .[ros] (rclpy)
         from rclpy.executors import SingleThreadedExecutor
 
         self.context = Context()
@@ -104,9 +108,9 @@ class _Client:
 
     def watch_depth(self, camera_ns: str) -> Any:
         """Record every depth answer on `<camera_ns>/depth` as (stamp s, frame_id, height, width, arrival s)."""
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import Image  # optional: pip install .[ros] (rclpy)
 
-        from mtan_ros.ros.camera import qos
+        from mtan_ros.ros.camera import qos  # optional: pip install .[ros] (rclpy)
 
         seen: list[tuple] = []
         self.answers[camera_ns] = seen
@@ -306,9 +310,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     counts = [int(v) for v in args.cameras.split(",") if v]
     size_cycle = _parse_sizes(args.sizes)
-
-    from mtan_ros.benchmarks.node import random_checkpoint
-    from mtan_ros.ros.camera.transport import USER_TRANSPORT_VARIABLES
 
     env = {k: v for k, v in os.environ.items() if k not in USER_TRANSPORT_VARIABLES}  # as a user who set nothing
     for name in USER_TRANSPORT_VARIABLES:

@@ -31,9 +31,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.processes import ChildGroup
+from mtan_ros.data.classes import CITYSCAPES_7
+from mtan_ros.depth_encoding import METRIC
+from mtan_ros.inference import Predictor
+from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+from mtan_ros.model import build_model
+from mtan_ros.ros.camera.transport import large_image_env
 
 ECHO_NODE = "benchmark_echo"
 
@@ -45,11 +52,13 @@ def echo_main(argv: Optional[list[str]] = None) -> int:
 
     frame_id "reply:HxW" asks for an H x W answer; anything else for the input's size.
     """
-    import rclpy
+    import rclpy  # optional: pip install .[ros] (rclpy)
+    # optional: pip install .[ros] (rclpy)
     from rclpy.executors import ExternalShutdownException
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image  # optional: pip install .[ros] (rclpy)
 
-    from mtan_ros.ros.camera import qos
+    from mtan_ros.ros.camera import qos  # optional: pip install .[ros] (rclpy)
+    # optional: pip install .[ros] (rclpy)
     from mtan_ros.ros.camera.image_messages import new_image_msg
 
     rclpy.init(args=argv)
@@ -82,19 +91,13 @@ def echo_main(argv: Optional[list[str]] = None) -> int:
 # ---------------------------------------------------------------------------- the client
 
 def _scene(height: int, width: int) -> np.ndarray:
+    # optional: pip install .[ros] (rclpy)
     from mtan_ros.ros.replay.synthetic_camera import street_frame
 
     return street_frame(height, width, seed=0)
 
 
 def random_checkpoint(folder: Path, width: float) -> str:
-    import torch
-
-    from mtan_ros.data.classes import CITYSCAPES_7
-    from mtan_ros.depth_encoding import METRIC
-    from mtan_ros.model.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
-    from mtan_ros.model import build_model
-
     torch.manual_seed(0)
     tasks = {"semantic": 7, "depth": 1}
     model = build_model("mtan", tasks, width).eval()
@@ -108,13 +111,15 @@ class _Client:
     """This process's rclpy node: publishes frames to the node and the echo and times their answers."""
 
     def __init__(self, node_ns: str, echo_ns: str) -> None:
-        import rclpy
+        import rclpy  # optional: pip install .[ros] (rclpy)
+        # optional: pip install .[ros] (rclpy)
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
+        from rclpy.context import Context  # optional: pip install .[ros] (rclpy)
+        # optional: pip install .[ros] (rclpy)
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import Image  # optional: pip install .[ros] (rclpy)
 
-        from mtan_ros.ros.camera import qos
+        from mtan_ros.ros.camera import qos  # optional: pip install .[ros] (rclpy)
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -164,8 +169,9 @@ class _Client:
         raise RuntimeError(f"no answer to a {msg.width}x{msg.height} frame after 5 tries")
 
     def set_node_parameter(self, node_fqn: str, name: str, value: Any) -> None:
+        # optional: pip install .[ros] (rclpy)
         from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
+        from rclpy.parameter import Parameter  # optional: pip install .[ros] (rclpy)
 
         client = self.node.create_client(SetParameters, f"{node_fqn}/set_parameters")
         client.wait_for_service(timeout_sec=30)
@@ -183,6 +189,7 @@ class _Client:
 
 
 def _image(height: int, width: int, reply: Optional[tuple[int, int]]) -> Any:
+    # optional: pip install .[ros] (rclpy)
     from mtan_ros.ros.camera.image_messages import array_to_image_msg
 
     msg = array_to_image_msg(_scene(height, width), "rgb8")
@@ -272,8 +279,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not resolutions or set(resolutions) - {"camera", "model"}:
         parser.error(f"--output-resolution takes camera, model or camera,model; got {args.output_resolution!r}")
 
+    # optional: pip install .[ros] (rclpy)
     from mtan_ros.ros.node.perception_node import default_inference_threads
-    from mtan_ros.ros.camera.transport import large_image_env
 
     transport = large_image_env()
     os.environ.update(transport)  # before rclpy starts: this process publishes the large images
@@ -285,10 +292,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     node_ns, echo_ns = f"/mtan_bench_node_{pid}", f"/mtan_bench_echo_{pid}"
     with tempfile.TemporaryDirectory(prefix="mtan_benchmark_") as folder:
         checkpoint = args.checkpoint or random_checkpoint(Path(folder), args.width)
-        import torch
-
-        from mtan_ros.inference import Predictor
-
         threads = args.threads or default_inference_threads()
         torch.set_num_threads(threads)
         predictor = Predictor.from_checkpoint(checkpoint, device=args.device, precision=args.precision)

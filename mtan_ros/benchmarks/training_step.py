@@ -22,6 +22,15 @@ from typing import Callable
 import torch
 
 from mtan_ros.common.entry import run_command
+from mtan_ros.benchmarks.inference import parse_size
+from mtan_ros.inference.precision import cpu_bf16_flags
+from mtan_ros.model import build_model
+from mtan_ros.training.config import TrainConfig
+from mtan_ros.training.distributed import DistContext
+from mtan_ros.training.epoch import train_step
+from mtan_ros.training.evaluate import amp_unavailable
+from mtan_ros.training.losses import task_losses
+from mtan_ros.training.run import build_parts
 
 TASKS = {"semantic": 7, "depth": 1, "normal": 3}
 
@@ -38,8 +47,6 @@ def random_batch(size: tuple[int, int], batch: int, seed: int = 0) -> dict[str, 
 
 def plain_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool) -> Callable[[], float]:
     """A reference loop body: forward (bf16 autocast with `amp`), summed losses, backward, Adam step."""
-    from mtan_ros.training.losses import task_losses
-
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> float:
@@ -56,11 +63,6 @@ def plain_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool
 
 def project_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool) -> Callable[[], float]:
     """The trainer's own step on `model` (equal task weighting, the default)."""
-    from mtan_ros.training.config import TrainConfig
-    from mtan_ros.training.distributed import DistContext
-    from mtan_ros.training.epoch import train_step
-    from mtan_ros.training.run import build_parts
-
     ctx = DistContext(device=torch.device("cpu"))
     parts = build_parts(TrainConfig(width=model.width, amp=amp), dict(TASKS), ctx, steps_per_epoch=1)
     parts.model.load_state_dict(model.state_dict())
@@ -73,10 +75,6 @@ def project_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bo
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtan_ros.inference.precision import cpu_bf16_flags
-    from mtan_ros.model import build_model
-    from mtan_ros.training.evaluate import amp_unavailable
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -110,8 +108,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mtan_ros.benchmarks.inference import parse_size
-
     parser = argparse.ArgumentParser(prog="python -m mtan_ros.benchmarks.training_step",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=parse_size, default=(128, 256), help="image size (default 128x256)")

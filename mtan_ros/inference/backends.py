@@ -13,6 +13,7 @@ import os
 import tempfile
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from mtan_ros.errors import ConfigError
@@ -91,7 +92,7 @@ class TorchBackend:
 def onnxruntime_providers() -> list[str]:
     """Execution providers of the installed ONNX Runtime; empty when it is not installed."""
     try:
-        import onnxruntime
+        import onnxruntime  # optional: pip install .[onnx]
     except ImportError:
         return []
     return list(onnxruntime.get_available_providers())
@@ -136,7 +137,7 @@ class OnnxRuntimeBackend:
     def __init__(self, model: bytes | str | os.PathLike, device: torch.device, precision: str,
                  num_classes: int, input_size: tuple[int, int], *, providers: Sequence[str] | None = None,
                  threads: int = 0):
-        import onnxruntime
+        import onnxruntime  # optional: pip install .[onnx]
 
         self.device = device
         self.input_dtype = torch.float32
@@ -194,8 +195,6 @@ class OnnxRuntimeBackend:
                    input_size, **options)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        import numpy as np
-
         if x.shape[0] > MAX_BATCH:
             raise ValueError(f"batch of {x.shape[0]} images is larger than the {MAX_BATCH} the graph declares")
         x = x.to(dtype=torch.float32).contiguous()

@@ -25,6 +25,7 @@ import torch
 
 from mtan_ros.common.entry import first_line, run_command
 from mtan_ros.errors import ExportError
+from mtan_ros.model import set_pooling
 from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.optimize import fold_batchnorm
 
@@ -62,8 +63,6 @@ class NormalisedModel(torch.nn.Module):
 def inference_model(model: torch.nn.Module, meta: CheckpointMeta, *, fold_bn: bool = True,
                     pooling: str = "indices") -> NormalisedModel:
     """The model as every backend runs it: eval mode, BatchNorm folded, normalisation inside, no gradients."""
-    from mtan_ros.model import set_pooling
-
     model = model.eval()
     if fold_bn:
         model = fold_batchnorm(model)
@@ -98,7 +97,7 @@ def onnx_model_bytes(wrapper: NormalisedModel, input_size: tuple[int, int]) -> b
     """
     try:
         import onnx  # noqa: F401  (the exporter needs both; say so before a long trace)
-        import onnxscript  # noqa: F401
+        import onnxscript  # noqa: F401  (optional: pip install .[onnx])
     except ImportError as exc:
         raise ExportError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing); install "
                           "them with `pip install 'mtan_ros[onnx]'` (onnx, onnxscript, onnxruntime), or export "
@@ -130,7 +129,7 @@ def check_onnx(model: bytes | str, wrapper: NormalisedModel, input_size: tuple[i
     Raises ExportError when the difference exceeds `tolerance`.
     """
     try:
-        import onnxruntime
+        import onnxruntime  # optional: pip install .[onnx]
     except ImportError:
         return None
     height, width = input_size

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from mtan_ros.common.cpu import BF16_FLAGS, cpu_bf16_flags  # noqa: F401 (re-exported)
+from mtan_ros.data.synthetic import generate_scene
+from mtan_ros.model import SegNetMTAN, SegNetSingle, SegNetSplit
 
 LOG = logging.getLogger("mtan_ros.inference")
 
@@ -85,8 +87,6 @@ def depth_tail(model: nn.Module) -> list[str]:
     the other depth masks by less than 0.2 % together. Both cost under 4 % of
     the network's FLOPs.
     """
-    from mtan_ros.model import SegNetMTAN, SegNetSingle, SegNetSplit
-
     if isinstance(model, SegNetMTAN):
         return ["heads.depth", f"decoder_attention.depth.{len(model.decoder_attention['depth']) - 1}"]
     if isinstance(model, SegNetSplit):
@@ -198,8 +198,6 @@ def static_choice(requested: str, device: torch.device) -> PrecisionChoice | Non
 
 def check_scene(input_size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """A synthetic street scene as a 1 x 3 x H x W float batch in [0, 1]: timing and accuracy input."""
-    from mtan_ros.data.synthetic import generate_scene
-
     image = generate_scene(CHECK_SCENE_SEED, size=tuple(input_size)).image
     return (torch.from_numpy(image).permute(2, 0, 1)[None].float() * (1.0 / 255.0)).to(device)  # as the Predictor
 

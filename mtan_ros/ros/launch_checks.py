@@ -14,7 +14,7 @@ from typing import Mapping, Optional
 def package_installed(name: str, environ: Optional[Mapping[str, str]] = None) -> bool:
     """In the ament index (a sourced ROS 2 installation), or at least an executable of that name on PATH."""
     try:
-        from ament_index_python.packages import get_package_prefix
+        from ament_index_python.packages import get_package_prefix  # optional: only on a ROS installation
 
         get_package_prefix(name)
         return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
+import rclpy
 from lifecycle_msgs.srv import GetState
 from rclpy.node import Node
 
@@ -162,8 +163,6 @@ def wait_for_state(node: Node, target: str, state: str = ACTIVE, timeout: float 
             def spin_once(seconds: float) -> None:
                 executor.spin_once(timeout_sec=seconds)
         else:
-            import rclpy
-
             def spin_once(seconds: float) -> None:
                 rclpy.spin_once(node, timeout_sec=seconds)
     watcher = LifecycleWatcher(node, target)

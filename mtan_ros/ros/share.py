@@ -15,7 +15,7 @@ def candidates(relative: str | Path) -> list[Path]:
     """The places `relative` (e.g. config/perception.yaml) is looked for, in order."""
     paths = [Path(__file__).resolve().parents[2] / relative]
     try:
-        from ament_index_python.packages import get_package_share_directory
+        from ament_index_python.packages import get_package_share_directory  # optional: only on a ROS installation
 
         paths.append(Path(get_package_share_directory(PACKAGE)) / relative)
     except Exception:  # not in an ament index (plain pip install), or ament_index_python absent

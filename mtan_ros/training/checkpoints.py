@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mtan_ros.model.checkpoint import CheckpointMeta, save_checkpoint
 from mtan_ros.training.config import TrainConfig
 from mtan_ros.training.distributed import DistContext
 from mtan_ros.training.rng import rng_state
@@ -27,8 +28,6 @@ def _finite_metrics(values: dict[str, Any]) -> dict[str, float]:
 def checkpoint_meta(cfg: TrainConfig, data: RunData, metrics: dict[str, Any], epoch: int,
                     best: dict[str, Any] | None):
     """The self-description every checkpoint of the run carries."""
-    from mtan_ros.model.checkpoint import CheckpointMeta
-
     return CheckpointMeta(
         model=model_spec(cfg, data.tasks),
         class_names=list(data.classes.names),
@@ -62,8 +61,6 @@ def training_state(cfg: TrainConfig, parts: Parts, progress: Progress, epoch: in
 def save_checkpoints(out: Path, cfg: TrainConfig, data: RunData, parts: Parts, progress: Progress, epoch: int,
                      row: dict[str, Any], is_best: bool, ctx: DistContext) -> None:
     """Write best.pt (when `is_best`) and last.pt for the epoch that produced `row`."""
-    from mtan_ros.model.checkpoint import save_checkpoint
-
     metrics = {k[4:]: v for k, v in row.items() if k.startswith("val_")}
     meta = checkpoint_meta(cfg, data, metrics, epoch, progress.best)
     state_dict = parts.model.state_dict()

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from mtan_ros.common.files import write_text
 from mtan_ros.errors import ConfigError  # noqa: F401 (re-exported)
 
 from mtan_ros.data import FORMATS as _DATA_FORMATS
@@ -200,8 +203,6 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> dict[str
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Settings from a YAML file (a flat mapping; empty file = no settings)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
@@ -214,10 +215,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved settings as YAML (atomically: a kill never leaves half a file)."""
-    import yaml
-
-    from mtan_ros.common.files import write_text
-
     path = Path(path)
     return write_text(path, "# resolved mtan-train settings; rerun with: mtan-train --config " + path.name + "\n"
                       + yaml.safe_dump(config.to_dict(), sort_keys=False))

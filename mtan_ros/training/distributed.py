@@ -7,11 +7,13 @@ is a no-op, so the same code path serves one process and many.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 from mtan_ros.errors import DeviceError  # noqa: F401 (re-exported)
 
@@ -65,8 +67,6 @@ class DistContext:
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.distributed:
-            import torch.distributed as dist
-
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
@@ -84,15 +84,11 @@ class DistContext:
         own batches; evaluating and saving must use one set, the one rank 0 saves.
         """
         if self.distributed:
-            import torch.distributed as dist
-
             for buffer in module.buffers():
                 dist.broadcast(buffer.data, src=0)
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
             if dist.get_backend() == "nccl":
                 dist.barrier(device_ids=[self.device.index])
             else:
@@ -110,10 +106,6 @@ class DistContext:
         process ("terminate called without an active exception").
         """
         if self.owns_group:
-            import gc
-
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 if synchronise and self.distributed:
                     self.barrier()
@@ -129,8 +121,6 @@ def setup_distributed(device_preference: str = "auto") -> DistContext:
     device = resolve_device(device_preference, local_rank)
     if world_size <= 1:
         return DistContext(device=device)
-    import torch.distributed as dist
-
     owns = False
     if not dist.is_initialized():
         # torch.distributed.nn binds the current default group into its functions' default arguments when

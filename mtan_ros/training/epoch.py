@@ -53,7 +53,7 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
                 ctx: DistContext, *, amp: bool = False, deadline: float | None = None, show: bool = False,
                 desc: str = "") -> EpochResult:
     """Train over every batch of `loader` once (stopping early when `deadline`, a monotonic time, passes)."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional: pip install .[train]
 
     device = ctx.device
     model = parts.network
@@ -115,7 +115,7 @@ def train_epoch(parts: Parts, loader: Any, tasks: dict[str, int], epoch: int, we
 def validate(parts: Parts, loader: Any, tasks: dict[str, int], ctx: DistContext, *, depth_encoding: Any,
              amp: bool = False, show: bool = False) -> dict[str, float]:
     """Whole-split validation metrics (summed over processes), keyed ``val_<metric>``."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional: pip install .[train]
 
     model = parts.model
     ctx.broadcast_buffers(model)

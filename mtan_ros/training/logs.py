@@ -52,7 +52,7 @@ class TensorBoardLog:
     def __init__(self, folder: str | os.PathLike, purge_step: int | None = None):
         self.writer = None
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: pip install .[train] (tensorboard)
         except Exception as exc:  # tensorboard missing or broken: training must go on
             warnings.warn(f"TensorBoard logs are skipped ({type(exc).__name__}: {exc}); "
                           "install the 'tensorboard' package or pass --no-tensorboard", stacklevel=2)

@@ -17,10 +17,13 @@ from typing import Any, Callable
 
 import torch
 
+from mtan_ros.data import open_dataset
 from mtan_ros.data.loader import DataLoader
 from mtan_ros.errors import TrainingError
-from mtan_ros.model.checkpoint import check_input_size
+from mtan_ros.model import INPUT_MULTIPLE, build_model
+from mtan_ros.model.checkpoint import ModelSpec, check_input_size, load_checkpoint
 
+from mtan_ros.training.class_balance import class_frequencies, median_frequency_weights
 from mtan_ros.training.config import CONFIG_NAME, TrainConfig
 from mtan_ros.training.distributed import DistContext, ShardSampler, epoch_seed
 from mtan_ros.training.rng import seed_worker, set_rng_state
@@ -49,9 +52,6 @@ class RunData:
 
 def open_data(cfg: TrainConfig) -> RunData:
     """Open the configured splits and check that they fit together and the network."""
-    from mtan_ros.data import open_dataset
-    from mtan_ros.model import INPUT_MULTIPLE
-
     extra = {"depth_scale": cfg.depth_scale} if cfg.depth_scale is not None else {}
     # augment_seed: item i of epoch e gets the same crop and flip in any worker layout and after a resume.
     augment = {"augment": True, "augment_seed": cfg.seed} if cfg.augment else {}
@@ -169,8 +169,6 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> LearningRateSchedu
 def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps_per_epoch: int,
                 class_weights: torch.Tensor | None = None) -> Parts:
     """A freshly initialised model (seeded from cfg.seed) and everything that trains it."""
-    from mtan_ros.model import build_model
-
     device = ctx.device
     try:  # what checkpoints will record must be valid before anything is trained
         model_spec(cfg, tasks)
@@ -194,8 +192,6 @@ def build_parts(cfg: TrainConfig, tasks: dict[str, int], ctx: DistContext, steps
 
 def semantic_class_weights(cfg: TrainConfig, data: RunData) -> torch.Tensor | None:
     """The semantic loss's class weights as configured (None for unweighted), counted on the training split."""
-    from mtan_ros.training.class_balance import class_frequencies, median_frequency_weights
-
     if cfg.class_weights == "none" or "semantic" not in data.tasks:
         return None
     try:
@@ -207,8 +203,6 @@ def semantic_class_weights(cfg: TrainConfig, data: RunData) -> torch.Tensor | No
 
 def model_spec(cfg: TrainConfig, tasks: dict[str, int]):
     """The architecture record that checkpoints carry."""
-    from mtan_ros.model.checkpoint import ModelSpec
-
     return ModelSpec(arch=cfg.arch, tasks=dict(tasks), width=float(cfg.width))
 
 
@@ -229,8 +223,6 @@ class Progress:
 def prepare_output(cfg: TrainConfig, data: RunData, parts: Parts, ctx: DistContext,
                    log: Callable[[str], None]) -> Progress:
     """Refuse to overwrite a run by accident; with --resume load last.pt into `parts` and return its progress."""
-    from mtan_ros.model.checkpoint import load_checkpoint
-
     out = Path(cfg.out)
     last = out / LAST
     if not cfg.resume:

@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 from mtan_ros.training.config import CONFIG_NAME, TrainConfig, save_config
 from mtan_ros.training.distributed import DistContext
+from mtan_ros.evaluation.plots import plot_curves
 from mtan_ros.evaluation.report import build_report, depth_units, format_table, write_json
+from mtan_ros.training.logs import TensorBoardLog, write_csv
 from mtan_ros.training.run import BEST, LAST, RunData
 
 __all__ = ["RunLog"]
@@ -35,7 +37,7 @@ class RunLog:
         if self._log is not None:
             self._log(text)
         else:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # optional: pip install .[train]
 
             tqdm.write(text)
 
@@ -47,8 +49,6 @@ class RunLog:
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / CONFIG_NAME)
         if cfg.tensorboard:
-            from mtan_ros.training.logs import TensorBoardLog
-
             self.tb = TensorBoardLog(self.out / "tensorboard", purge_step=start_epoch + 1)
         tasks = ", ".join(f"{t}[{n}]" for t, n in data.tasks.items())
         processes = f" x {self.world_size} processes" if self.world_size > 1 else ""
@@ -61,9 +61,6 @@ class RunLog:
         """metrics.csv, TensorBoard scalars, curves.png and the console line for the newest row."""
         if not self.enabled:
             return
-        from mtan_ros.training.logs import write_csv
-        from mtan_ros.evaluation.plots import plot_curves
-
         row = rows[-1]
         write_csv(rows, self.out / "metrics.csv")
         if self.tb is not None:

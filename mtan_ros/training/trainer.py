@@ -81,7 +81,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
 
 def _loop(cfg: TrainConfig, ctx: DistContext, data: RunData, loaders: Loaders, parts: Parts, progress: Progress,
           run_log: RunLog) -> TrainResult:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional: pip install .[train]
 
     start_time = time.monotonic()
     deadline = start_time + cfg.max_minutes * 60 if cfg.max_minutes else None

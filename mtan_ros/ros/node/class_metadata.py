@@ -22,7 +22,7 @@ LABEL_INFO_TOPIC = "semantic/label_info"
 def label_info_type() -> Optional[Any]:
     """vision_msgs/LabelInfo, or None where vision_msgs is not installed."""
     try:
-        from vision_msgs.msg import LabelInfo
+        from vision_msgs.msg import LabelInfo  # optional: only on a ROS installation
     except ImportError:
         return None
     return LabelInfo
@@ -45,7 +45,7 @@ class ClassMetadata:
         self._publisher = None
         label_info = label_info_type()
         if label_info is not None:
-            from vision_msgs.msg import VisionClass
+            from vision_msgs.msg import VisionClass  # optional, as above (label_info_type)
 
             latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -48,6 +48,8 @@ from typing import Any, Iterator, Optional
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
 
 from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR
 from mtan_ros.errors import ConfigError, PlayerError  # noqa: F401 (PlayerError re-exported)
@@ -168,8 +170,6 @@ class BagPlayer(Node):
                              and n in self.publishers_by_topic and not n.endswith("_gt")]
         self.clock_pub = None
         if self.p["publish_clock"]:
-            from rosgraph_msgs.msg import Clock
-
             self.clock_pub = self.create_publisher(Clock, "/clock", qos.clock_qos())
         self.done_stamps: set[int] = set()
         self.lockstep_sub = None
@@ -177,8 +177,6 @@ class BagPlayer(Node):
             if not self.image_topics:
                 raise PlayerError("lockstep needs a camera image topic in the bag (sensor_msgs/Image or "
                                   "CompressedImage, not a *_gt ground-truth topic)")
-            from sensor_msgs.msg import Image
-
             self.lockstep_sub = self.create_subscription(
                 Image, self.p["lockstep_topic"], self._on_prediction,
                 qos.playback_qos(), raw=True)
@@ -276,8 +274,6 @@ class BagPlayer(Node):
             start, bag_ns = self._clock_anchor
             value = max(value, bag_ns + int((now - start) * 1e9 * self.p["rate"]))
             self._clock_ns = value
-        from rosgraph_msgs.msg import Clock
-
         msg = Clock()
         msg.clock.sec, msg.clock.nanosec = divmod(int(value), 1_000_000_000)
         self.clock_pub.publish(msg)
