@@ -136,8 +136,10 @@ def test_large_best_effort_camera_without_profile_gets_the_warning_with_its_fix(
         assert watch.status.level == watch.status.WARN
         assert "best effort" in watch.status.message and "reliable" in watch.status.message
         assert int(values["frames_lost_in_transport"]) > 0 or "no complete frame" in watch.status.message
-    warnings = [line for line in node.output().splitlines() if "FASTDDS_DEFAULT_PROFILES_FILE" in line]
-    assert len(warnings) == 1, node.output()  # once, not per check
+    # /diagnostics and the log line come from different callbacks: wait for the line, then count it.
+    output = node.wait_for_output("FASTDDS_DEFAULT_PROFILES_FILE", timeout=30)
+    warnings = [line for line in output.splitlines() if "FASTDDS_DEFAULT_PROFILES_FILE" in line]
+    assert len(warnings) == 1, output  # once, not per check
 
 
 def test_best_effort_camera_with_the_package_profile_at_2048x1024(ros, node, answers, watch):

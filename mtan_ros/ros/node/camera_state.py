@@ -179,7 +179,14 @@ class CameraState:
         if monitor is None:
             return
         self.stats.on_lost_in_transport(monitor.lost)
-        problem = monitor.problem()
+        self._log_new_problem(monitor.problem())
+
+    def _log_new_problem(self, problem: Any) -> None:
+        """Log an input problem the first time it is seen, by the graph refresh or by /diagnostics.
+
+        Both look at the monitor on their own timers; a problem that /diagnostics reports must
+        also reach the log, even if it is gone before the next refresh (a camera that stopped).
+        """
         if problem is None:
             self._warned_problem = None
         elif problem.code != self._warned_problem:
@@ -308,6 +315,8 @@ class CameraState:
                           extra: dict[str, str]) -> DiagnosticStatus:
         """This camera's status: `<node>: perception` for the single camera, `<node>: perception <name>` else."""
         problem = self.monitor.problem() if self.monitor is not None else None
+        if problem is not None:
+            self._log_new_problem(problem)
         name = f"{node_name}: perception" + (f" {self.name}" if self.name else "")
         return diagnostic_status(
             name, self.stats.snapshot(), device=device, precision=precision,
