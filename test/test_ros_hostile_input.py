@@ -157,6 +157,7 @@ def test_corrupt_jpegs_are_refused_with_one_throttled_line_naming_the_topic(ros,
     peer = compressed_peer
     source = image_corpus.jpeg_bytes(image_corpus.smooth_rgb(HEIGHT, WIDTH, seed=4))
     before = peer.settled()
+    start = len(peer.node.output())  # the node is shared by the module's tests, which may run in any order
     corrupt = [image_corpus.random_bytes_in_scan(source, seed) for seed in range(10)]
     corrupt += [image_corpus.truncated_with_eoi(source, fraction) for fraction in (0.4, 0.6, 0.8)]
     for data in corrupt:
@@ -168,8 +169,11 @@ def test_corrupt_jpegs_are_refused_with_one_throttled_line_naming_the_topic(ros,
     output = peer.node.output()
     assert not RAW_DECODER_LINE.search(output), output[-3000:]
     warnings = [line for line in output.splitlines() if "[WARN]" in line and "corrupt" in line.lower()]
-    assert 1 <= len(warnings) <= 2, warnings  # throttled (warning_period 30 s): not one per frame
-    assert peer.node.topic("image_raw/compressed") in warnings[0]
+    recent = [line for line in output[start:].splitlines() if "[WARN]" in line and "corrupt" in line.lower()]
+    # Throttled (warning_period 30 s): not one line per frame. An earlier test of this module may have used up
+    # the window, so the 13 frames sent here may add no line at all, but the node has said it at least once.
+    assert len(recent) <= 2, recent
+    assert warnings and all(peer.node.topic("image_raw/compressed") in line for line in warnings), warnings
     assert "jpeg" in after["last_problem"].lower()
 
 
