@@ -25,7 +25,6 @@ from mtan_ros.ros.node.diagnostics import (  # noqa: E402
     diagnostic_status,
     status_values,
 )
-from mtan_ros.pipeline.frame_slot import LatestFrameSlot  # noqa: E402
 from mtan_ros.pipeline.input_monitor import InputMonitor  # noqa: E402
 from mtan_ros.ros.node.pointcloud import (  # noqa: E402
     PointCloudBuilder,
@@ -146,33 +145,6 @@ def test_point_cloud_empty_when_no_depth():
     cloud = PointCloudBuilder().build(Header(), np.full((6, 8), np.nan, np.float32), np.zeros((6, 8, 3), np.uint8),
                                       np.zeros((6, 8), np.uint8), info, stride=1)
     assert cloud.width == 0 and len(cloud.data) == 0
-
-
-# ---------------------------------------------------------------- frame slot
-
-
-def test_slot_keeps_only_the_newest_and_reports_replacements():
-    slot = LatestFrameSlot()
-    assert slot.put(1) is False
-    assert slot.put(2) is True      # 1 was never taken: dropped
-    assert slot.take(0) == 2
-    assert slot.take(0) is None
-    assert slot.put(3) is False
-
-
-def test_slot_wakes_a_waiting_worker_and_closes():
-    slot = LatestFrameSlot()
-    got = []
-    worker = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
-    worker.start()
-    slot.put("frame")
-    worker.join(5)
-    assert got == ["frame"]
-    worker = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
-    worker.start()
-    slot.close()
-    worker.join(5)
-    assert not worker.is_alive() and got[-1] is None and slot.closed
 
 
 # ---------------------------------------------------------------- throttle

@@ -1,2 +1,2 @@
-"""What the node does with frames, without ROS: newest-frame slot, multi-camera batch scheduler, input
-monitoring, log throttling."""
+"""What the node does with frames, without ROS: the newest-frame batch scheduler (one camera or several),
+input monitoring, log throttling."""

@@ -2,9 +2,10 @@
 
 Why: one model serving every camera of a robot amortises a forward pass over
 several frames, but only if the worker never waits for a slow or stopped camera
-and never falls behind a fast one. So this is LatestFrameSlot per camera: `put`
+and never falls behind a fast one. So it is a one-frame mailbox per camera: `put`
 never blocks and keeps only each camera's newest frame (a replaced, untaken frame
-is counted as dropped and never processed), and `take_batch` returns as soon as
+is counted as dropped and never processed; a queue would build a backlog and
+publish ever older frames), and `take_batch` returns as soon as
 any camera has a frame, with the newest frame of every camera that has one.
 
 Fairness: when more cameras wait than a batch holds, those served longest ago go
