@@ -88,6 +88,15 @@ class FakePredictor:
         self.gate = threading.Event()
         self.gate.set()
         self.closed = False
+        self.plans: list[tuple[int, str]] = []
+        self.batch_plan = "one_pass: fake"
+
+    def plan_batches(self, batch_size: int, mode: str = "auto") -> str:
+        if mode not in ("auto", "one_pass", "parallel"):
+            raise ValueError(f"batch_mode {mode!r} is not one of auto, one_pass, parallel")
+        self.plans.append((batch_size, mode))
+        self.batch_plan = f"{'one_pass' if mode == 'auto' else mode}: fake"
+        return self.batch_plan
 
     def __call__(self, image: np.ndarray, *, output_size: Optional[tuple[int, int]] = None,
                  max_depth: Optional[float] = None, out: Optional[tuple[np.ndarray, np.ndarray]] = None,
@@ -649,6 +658,8 @@ def test_three_cameras_share_one_batch_and_each_gets_its_own_header_size_and_res
     assert values["camera"] == "rear" and values["input_topic"] == topic(node, "rear/image_raw")
     assert values["max_batch_size"] == "3" and int(values["batches"]) >= 2
     assert int(values["frames_processed"]) >= 2 and values["frames_rejected"] == "0"
+    assert predictor.plans == [(3, "auto")]  # configure planned batches of all three cameras
+    assert values["batch_mode"] == "one_pass: fake"
     fqn = node.get_fully_qualified_name()
     assert StatusNames(ros, node).wait() == sorted(f"{fqn}: perception {name}" for name in THREE)
 

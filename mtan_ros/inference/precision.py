@@ -196,9 +196,14 @@ def static_choice(requested: str, device: torch.device) -> PrecisionChoice | Non
     return None
 
 
+def check_image(input_size: tuple[int, int]) -> np.ndarray:
+    """A synthetic street scene, H x W x 3 uint8 RGB: the input of warm-up timings and accuracy checks."""
+    return generate_scene(CHECK_SCENE_SEED, size=tuple(input_size)).image
+
+
 def check_scene(input_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """A synthetic street scene as a 1 x 3 x H x W float batch in [0, 1]: timing and accuracy input."""
-    image = generate_scene(CHECK_SCENE_SEED, size=tuple(input_size)).image
+    """check_image as a 1 x 3 x H x W float batch in [0, 1], as the Predictor hands it to a backend."""
+    image = check_image(input_size)
     return (torch.from_numpy(image).permute(2, 0, 1)[None].float() * (1.0 / 255.0)).to(device)  # as the Predictor
 
 

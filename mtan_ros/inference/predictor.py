@@ -28,10 +28,11 @@ import torch.nn.functional as F
 
 from mtan_ros.common.text import quote_path
 from mtan_ros.depth_encoding import DepthEncoding
+from mtan_ros.inference.batching import BatchPlan, ParallelPasses, choose_plan, static_plan
 from mtan_ros.inference.backends import BACKENDS, DTYPES, OnnxRuntimeBackend, TorchBackend, resolve_backend
 from mtan_ros.model.checkpoint import CheckpointMeta, build_model_from_checkpoint, load_checkpoint
 from mtan_ros.inference.export import inference_model
-from mtan_ros.inference.precision import PRECISIONS, PrecisionChoice, choose_precision
+from mtan_ros.inference.precision import PRECISIONS, PrecisionChoice, check_image, choose_precision, time_interleaved
 
 LOG = logging.getLogger("mtan_ros.inference")
 
@@ -214,7 +215,8 @@ class Predictor:
     Runtime's intra-op threads (0: its default).
 
     `precision_choice` says which precision runs and why (with the warm-up
-    timings and the agreement with fp32 where `auto` measured them).
+    timings and the agreement with fp32 where `auto` measured them);
+    `batch_plan` how batches of several images run (see `plan_batches`).
     """
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: str | torch.device = "auto",
@@ -256,6 +258,8 @@ class Predictor:
         self.compiled = self._backend.compiled
         # uint8 bilinear resizing has fast CPU kernels; CUDA has none for uint8 and resizes floats.
         self._resize_uint8 = not self._on_cuda
+        self.batch_plan = BatchPlan("one_pass", "not planned: batches run in one pass", 1)
+        self._parallel: ParallelPasses | None = None
         if self.compiled:
             LOG.info("compiling the model for %s (this takes a while once)", self._device)
             self.predict_batch([np.zeros((*self.input_size, 3), dtype=np.uint8)])
@@ -333,8 +337,39 @@ class Predictor:
             buffers = [None if pair is None else _check_out(pair, size) for pair, size in zip(out, sizes)]
         return self._run(images, sizes, _check_max_depth(max_depth), buffers, confidence)
 
+    def plan_batches(self, batch_size: int, mode: str = "auto") -> BatchPlan:
+        """Decide how `predict_batch` runs batches of up to `batch_size` images, and return the plan.
+
+        mode: "one_pass" (one forward pass per batch), "parallel" (one pass per image,
+        all at once; CPU only) or "auto": on a CPU, both are timed on a batch of
+        synthetic scenes and the faster is kept; on CUDA one pass. Results are the same
+        either way, up to the order of fp32 sums.
+        """
+        plan = static_plan(mode, batch_size, on_cuda=self._on_cuda, compiled=self.compiled)
+        self._set_parallel(0)
+        if plan is None:
+            images = [check_image(self.input_size)] * batch_size
+            self._set_parallel(batch_size)
+            plan = choose_plan(
+                batch_size, lambda: self._run_one_pass(images, [self.input_size] * batch_size, None,
+                                                       [None] * batch_size),
+                lambda: self._run(images, [self.input_size] * batch_size, None, [None] * batch_size),
+                time_interleaved)
+        self._set_parallel(batch_size if plan.mode == "parallel" else 0)
+        self.batch_plan = plan
+        LOG.info("batches %s", plan)
+        return plan
+
+    def _set_parallel(self, workers: int) -> None:
+        if self._parallel is not None and self._parallel.workers != workers:
+            self._parallel.close()
+            self._parallel = None
+        if workers > 1 and self._parallel is None:
+            self._parallel = ParallelPasses(workers)
+
     def close(self) -> None:
-        """Release the model and, on CUDA, the cached GPU memory."""
+        """Release the model, the parallel passes' threads and, on CUDA, the cached GPU memory."""
+        self._set_parallel(0)
         self._backend.close()
         if self._on_cuda:
             torch.cuda.empty_cache()
@@ -342,6 +377,14 @@ class Predictor:
     # --- the one processing path -------------------------------------------------------------
     def _run(self, images: list[np.ndarray], sizes: list[tuple[int, int]], max_depth: float | None,
              outs: list, confidence: bool = False) -> list[Prediction]:
+        parallel = self._parallel
+        if parallel is None or len(images) == 1:
+            return self._run_one_pass(images, sizes, max_depth, outs, confidence)
+        return parallel.map(lambda i: self._run_one_pass([images[i]], [sizes[i]], max_depth, [outs[i]],
+                                                         confidence)[0], list(range(len(images))))
+
+    def _run_one_pass(self, images: list[np.ndarray], sizes: list[tuple[int, int]], max_depth: float | None,
+                      outs: list, confidence: bool = False) -> list[Prediction]:
         with torch.inference_mode():
             inputs = [self._resize_input(self._upload(image)) for image in images]
             batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)

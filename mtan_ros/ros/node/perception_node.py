@@ -219,6 +219,10 @@ class PerceptionNode(LifecycleNode):
                 f"model_path {quote_path(self.p['model_path'])} has {classes} classes, but semantic is published as "
                 f"mono8 class ids (at most {MAX_CLASSES} classes; 255 is void): use a checkpoint with fewer classes")
         self._palette_lut = self._make_palette_lut(self.predictor.class_colors)
+        try:
+            plan = self.predictor.plan_batches(self._batch_limit(), self.p["batch_mode"])
+        except ValueError as exc:
+            raise NodeStartupError(f"parameter {first_line(exc)}") from None
         for camera in self.cameras:
             camera.configure()
         self._classes = ClassMetadata(self, self.predictor.class_names, self.predictor.class_colors)
@@ -231,6 +235,8 @@ class PerceptionNode(LifecycleNode):
         choice = getattr(self.predictor, "precision_choice", None)
         if choice is not None:
             self.get_logger().info(f"precision {choice}")
+        if len(self.cameras) > 1:
+            self.get_logger().info(f"batches {plan}")
 
     @staticmethod
     def _camera_names(value: list[str]) -> list[str]:
@@ -385,6 +391,7 @@ class PerceptionNode(LifecycleNode):
             "image_conversion": backend,
             "jpeg_decoder": jpeg_decoder_name(),
             "max_batch_size": str(self._batch_limit()),
+            "batch_mode": str(getattr(self.predictor, "batch_plan", "")),
             **self._batches.values(),
         }
         statuses = [camera.diagnostic_status(
