@@ -77,13 +77,17 @@ def test_a_parallel_batch_equals_one_call_per_image_bit_for_bit(tiny_checkpoint)
     plan = predictor.plan_batches(3, "parallel")
     assert plan.mode == "parallel" and predictor.batch_plan is plan
     threads = set()
-    run_one_pass = predictor._run_one_pass
+    backend = predictor._backend
 
-    def recording(*args, **kwargs):
-        threads.add(threading.current_thread().name)
-        return run_one_pass(*args, **kwargs)
+    class Recording:
+        def __call__(self, batch):
+            threads.add(threading.current_thread().name)
+            return backend(batch)
 
-    predictor._run_one_pass = recording
+        def close(self):
+            backend.close()
+
+    predictor._backend = Recording()
     for _ in range(3):  # the same result each time: passes that share the model do not disturb each other
         batch = predictor.predict_batch(images, max_depth=50.0)
         for single, result in zip(singles, batch):

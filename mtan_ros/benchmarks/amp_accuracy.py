@@ -42,7 +42,8 @@ NOISE_FACTOR = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mtan_ros.benchmarks.amp_accuracy", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtan_ros.benchmarks.amp_accuracy",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     parser.add_argument("--epochs", type=int, default=4, metavar="N", help="epochs per run (default 4)")
     parser.add_argument("--width", type=float, default=0.25, metavar="W", help="network width (default 0.25)")

@@ -1,14 +1,16 @@
 """N cameras served by one multi-camera perception node versus N single-camera nodes, in one run.
 
     python -m mtan_ros.benchmarks.multi_camera [--cameras 1,2,4] [--sizes 480x640,720x1280]
-        [--rate 5] [--frames 60] [--width 0.25] [--checkpoint best.pt] [--max-batch-size 0] [--json out.json]
+        [--rate 5] [--frames 60] [--width 0.25] [--checkpoint best.pt] [--max-batch-size 0] [--batch-mode auto]
+        [--json out.json]
 
 For each N, camera i (size: the i-th of --sizes, cycled) is a synthetic_camera process
 with ROS 2 default QoS and no Fast DDS profile, as a driver starts, publishing --frames
 frames at --rate Hz from the moment the node's reader is matched (so discovery does
 not count). Two setups in turn, each with fresh processes started the way users start
 them (`python -m mtan_ros.ros.node.perception_node`, default parameters, CPU):
-  one node   `cameras: [cam0, ..., camN-1]`, batches of up to --max-batch-size frames (0: N);
+  one node   `cameras: [cam0, ..., camN-1]`, batches of up to --max-batch-size frames (0: N),
+             run as its `batch_mode` --batch-mode says (auto: measured when it configures);
   N nodes    one single-camera node per camera.
 This process subscribes to each camera's `depth` like RViz and reports per camera
 the frames answered with that camera's frame_id, size and one of its stamps
@@ -178,7 +180,8 @@ def _camera_row(seen: list[tuple], size: tuple[int, int], frame_id: str, frames:
 
 
 def run_setup(client: _Client, setup: str, sizes: list[tuple[int, int]], checkpoint: str, rate: float,
-              frames: int, env: dict[str, str], namespace: str, max_batch_size: int = 0) -> dict[str, Any]:
+              frames: int, env: dict[str, str], namespace: str, max_batch_size: int = 0,
+              batch_mode: str = "auto") -> dict[str, Any]:
     """One setup ("one node" or "N nodes") with len(sizes) cameras: its rows and totals."""
     count = len(sizes)
     names = [f"cam{i}" for i in range(count)]
@@ -186,7 +189,7 @@ def run_setup(client: _Client, setup: str, sizes: list[tuple[int, int]], checkpo
     if setup == "one node":
         nodes = [ChildGroup([sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:={namespace}",
                              *node_args, "-p", f"cameras:=[{', '.join(names)}]",
-                             "-p", f"max_batch_size:={max_batch_size}"], env=env)]
+                             "-p", f"max_batch_size:={max_batch_size}", "-p", f"batch_mode:={batch_mode}"], env=env)]
         statuses = [f"{namespace}/perception_node: perception {name}" for name in names]
     else:
         nodes = [ChildGroup([sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:={namespace}/{name}",
@@ -237,7 +240,10 @@ def run_setup(client: _Client, setup: str, sizes: list[tuple[int, int]], checkpo
             row = _camera_row(client.answers[f"{namespace}/{name}"], sizes[index], f"{name}_optical", frames, rate,
                               client.statuses.get(status_name, {}))
             rows.append({"setup": setup, "camera": name, **row})
-        batch = client.statuses.get(statuses[0], {}).get("batch_size_mean", "nan") if setup == "one node" else "1"
+        batch = "1"
+        if setup == "one node":
+            values = client.statuses.get(statuses[0], {})
+            batch = f"{values.get('batch_size_mean', 'nan')} ({values.get('batch_mode', '?').split(':')[0]})"
         return {"setup": setup, "cameras": count, "rows": rows, "answered": sum(r["answered"] for r in rows),
                 "sent": sum(r["sent"] for r in rows), "wrong": sum(r["wrong"] for r in rows),
                 "rss_mb": peak_rss / 2**20, "cpu_s": cpu, "batch_size_mean": batch}
@@ -259,7 +265,7 @@ def _table(results: list[dict[str, Any]]) -> str:
                          f"{r['reached_node']} | {r['dropped']} | {r['latency_ms_p50']:.0f} | "
                          f"{r['latency_ms_p95']:.0f} |")
     lines += ["", "| cameras | setup | answered in total | RSS of the nodes (MB) | CPU time (s) | answered per CPU s "
-              "| mean batch |", "|" + "---|" * 7]
+              "| mean batch (mode) |", "|" + "---|" * 7]
     for result in results:
         per_cpu = result["answered"] / result["cpu_s"] if result["cpu_s"] else float("nan")
         lines.append(f"| {result['cameras']} | {result['setup']} | {result['answered']}/{result['sent']} | "
@@ -306,6 +312,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--width", type=float, default=0.25, help="width of the random-weight model")
     parser.add_argument("--checkpoint", help="checkpoint for the nodes (default: a random-weight MTAN of --width)")
     parser.add_argument("--max-batch-size", type=int, default=0, help="the multi-camera node's max_batch_size")
+    parser.add_argument("--batch-mode", default="auto", choices=("auto", "one_pass", "parallel"),
+                        help="the multi-camera node's batch_mode")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
     counts = [int(v) for v in args.cameras.split(",") if v]
@@ -326,7 +334,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     namespace = f"/mtan_multi_bench_{os.getpid()}_{run}_{setup.split()[0]}"
                     print(f"{count} cameras, {setup} ...", flush=True)
                     results.append(run_setup(client, setup, sizes, checkpoint, args.rate, args.frames, env,
-                                             namespace, args.max_batch_size))
+                                             namespace, args.max_batch_size, args.batch_mode))
         finally:
             client.close()
     print()
@@ -336,7 +344,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(line)
     model = args.checkpoint or f"random-weight MTAN width {args.width}"
     print(f"{args.frames} frames per camera at {args.rate:g} Hz; model {model}; one node's max_batch_size "
-          f"{args.max_batch_size}; load average "
+          f"{args.max_batch_size}, batch_mode {args.batch_mode}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         write_json(args.json, "multi_camera", results, settings=vars(args))

@@ -351,8 +351,8 @@ class Predictor:
             images = [check_image(self.input_size)] * batch_size
             self._set_parallel(batch_size)
             plan = choose_plan(
-                batch_size, lambda: self._run_one_pass(images, [self.input_size] * batch_size, None,
-                                                       [None] * batch_size),
+                batch_size, lambda: self._run(images, [self.input_size] * batch_size, None, [None] * batch_size,
+                                              one_pass=True),
                 lambda: self._run(images, [self.input_size] * batch_size, None, [None] * batch_size),
                 time_interleaved)
         self._set_parallel(batch_size if plan.mode == "parallel" else 0)
@@ -376,19 +376,10 @@ class Predictor:
 
     # --- the one processing path -------------------------------------------------------------
     def _run(self, images: list[np.ndarray], sizes: list[tuple[int, int]], max_depth: float | None,
-             outs: list, confidence: bool = False) -> list[Prediction]:
-        parallel = self._parallel
-        if parallel is None or len(images) == 1:
-            return self._run_one_pass(images, sizes, max_depth, outs, confidence)
-        return parallel.map(lambda i: self._run_one_pass([images[i]], [sizes[i]], max_depth, [outs[i]],
-                                                         confidence)[0], list(range(len(images))))
-
-    def _run_one_pass(self, images: list[np.ndarray], sizes: list[tuple[int, int]], max_depth: float | None,
-                      outs: list, confidence: bool = False) -> list[Prediction]:
+             outs: list, confidence: bool = False, *, one_pass: bool = False) -> list[Prediction]:
         with torch.inference_mode():
             inputs = [self._resize_input(self._upload(image)) for image in images]
-            batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
-            logits, raw_depth = self._backend(batch * (1.0 / 255.0))  # one pass: uint8 or float in, float32 out
+            logits, raw_depth = self._forward(inputs, None if one_pass else self._parallel)
             # Class scores next to each other in memory: argmax over NCHW is ~15x slower on CPUs.
             labels = logits.contiguous(memory_format=torch.channels_last).argmax(dim=1, keepdim=True)
             labels = labels.to(torch.uint8)
@@ -404,6 +395,24 @@ class Predictor:
             if confidence:
                 self._add_confidence(predictions, label_confidence(logits), sizes)
             return predictions
+
+    def _forward(self, inputs: list[torch.Tensor],
+                 parallel: ParallelPasses | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backend on the images (uint8 or float in, float32 out): one pass, or one per image at once.
+
+        Only the network runs on the parallel threads; resizing stays here, so that the
+        threads allocate no camera-sized buffers (each would keep its own freed memory).
+        """
+        if parallel is None or len(inputs) == 1:
+            batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+            return self._backend(batch * (1.0 / 255.0))
+
+        def forward(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.inference_mode():  # a per-thread mode: the calling thread's does not reach this one
+                return self._backend(image * (1.0 / 255.0))
+
+        results = parallel.map(forward, inputs)
+        return torch.cat([logits for logits, _ in results]), torch.cat([depth for _, depth in results])
 
     def _add_confidence(self, predictions: list[Prediction], low: torch.Tensor, sizes: list) -> None:
         """Each prediction's confidence from `low` (N x 1 x h x w uint8), resized as the labels are."""

@@ -50,7 +50,7 @@ from mtan_ros.common.text import quote, quote_path
 from mtan_ros.common.entry import EXIT_OK, EXIT_USER_ERROR, first_line
 from mtan_ros.errors import CheckpointError, ConfigError, NodeStartupError
 from mtan_ros.imaging.compressed import jpeg_decoder_name
-from mtan_ros.imaging.limits import keep_frame_buffers_mapped
+from mtan_ros.imaging.limits import keep_frame_buffers_mapped, release_freed_memory
 from mtan_ros.pipeline.batch_scheduler import BatchScheduler
 from mtan_ros.pipeline.throttle import Throttle
 from mtan_ros.ros.camera import qos
@@ -223,6 +223,8 @@ class PerceptionNode(LifecycleNode):
             plan = self.predictor.plan_batches(self._batch_limit(), self.p["batch_mode"])
         except ValueError as exc:
             raise NodeStartupError(f"parameter {first_line(exc)}") from None
+        # The warm-up's candidates (precision, batch mode) leave freed memory in the allocator; hand it back.
+        release_freed_memory()
         for camera in self.cameras:
             camera.configure()
         self._classes = ClassMetadata(self, self.predictor.class_names, self.predictor.class_colors)
