@@ -28,6 +28,7 @@ from mtan_ros.benchmarks.report import write_json
 from mtan_ros.common.cpu import cpu_bf16_flags
 from mtan_ros.common.entry import run_command
 from mtan_ros.data import write_preprocessed_tree
+from mtan_ros.errors import ConfigError
 from mtan_ros.training.config import TrainConfig
 from mtan_ros.training.trainer import train
 
@@ -109,7 +110,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def run(args: argparse.Namespace) -> int:
     seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     if len(seeds) < 2:
-        raise SystemExit("--seeds: give at least two seeds, the spread between them is the noise measured")
+        raise ConfigError("--seeds: give at least two seeds, the spread between them is the noise measured")
     if args.device == "cpu":
         flags = cpu_bf16_flags()
         print(f"--amp on this CPU: {'bfloat16 autocast' if flags else 'no bf16 instructions, so fp32'} "
