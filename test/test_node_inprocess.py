@@ -658,7 +658,7 @@ def test_three_cameras_share_one_batch_and_each_gets_its_own_header_size_and_res
     assert values["camera"] == "rear" and values["input_topic"] == topic(node, "rear/image_raw")
     assert values["max_batch_size"] == "3" and int(values["batches"]) >= 2
     assert int(values["frames_processed"]) >= 2 and values["frames_rejected"] == "0"
-    assert predictor.plans == [(3, "auto")]  # configure planned batches of all three cameras
+    assert predictor.plans == [(3, "one_pass")]  # configure planned batches of all three cameras, as configured
     assert values["batch_mode"] == "one_pass: fake"
     fqn = node.get_fully_qualified_name()
     assert StatusNames(ros, node).wait() == sorted(f"{fqn}: perception {name}" for name in THREE)

@@ -1,7 +1,7 @@
 """N cameras served by one multi-camera perception node versus N single-camera nodes, in one run.
 
     python -m mtan_ros.benchmarks.multi_camera [--cameras 1,2,4] [--sizes 480x640,720x1280]
-        [--rate 5] [--frames 60] [--width 0.25] [--checkpoint best.pt] [--max-batch-size 0] [--batch-mode auto]
+        [--rate 5] [--frames 60] [--width 0.25] [--checkpoint best.pt] [--max-batch-size 0] [--batch-mode MODE]
         [--json out.json]
 
 For each N, camera i (size: the i-th of --sizes, cycled) is a synthetic_camera process
@@ -10,7 +10,7 @@ frames at --rate Hz from the moment the node's reader is matched (so discovery d
 not count). Two setups in turn, each with fresh processes started the way users start
 them (`python -m mtan_ros.ros.node.perception_node`, default parameters, CPU):
   one node   `cameras: [cam0, ..., camN-1]`, batches of up to --max-batch-size frames (0: N),
-             run as its `batch_mode` --batch-mode says (auto: measured when it configures);
+             run as --batch-mode says (default: the node's own default, config/perception.yaml);
   N nodes    one single-camera node per camera.
 This process subscribes to each camera's `depth` like RViz and reports per camera
 the frames answered with that camera's frame_id, size and one of its stamps
@@ -181,7 +181,7 @@ def _camera_row(seen: list[tuple], size: tuple[int, int], frame_id: str, frames:
 
 def run_setup(client: _Client, setup: str, sizes: list[tuple[int, int]], checkpoint: str, rate: float,
               frames: int, env: dict[str, str], namespace: str, max_batch_size: int = 0,
-              batch_mode: str = "auto") -> dict[str, Any]:
+              batch_mode: Optional[str] = None) -> dict[str, Any]:
     """One setup ("one node" or "N nodes") with len(sizes) cameras: its rows and totals."""
     count = len(sizes)
     names = [f"cam{i}" for i in range(count)]
@@ -189,7 +189,8 @@ def run_setup(client: _Client, setup: str, sizes: list[tuple[int, int]], checkpo
     if setup == "one node":
         nodes = [ChildGroup([sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:={namespace}",
                              *node_args, "-p", f"cameras:=[{', '.join(names)}]",
-                             "-p", f"max_batch_size:={max_batch_size}", "-p", f"batch_mode:={batch_mode}"], env=env)]
+                             "-p", f"max_batch_size:={max_batch_size}",
+                             *(["-p", f"batch_mode:={batch_mode}"] if batch_mode else [])], env=env)]
         statuses = [f"{namespace}/perception_node: perception {name}" for name in names]
     else:
         nodes = [ChildGroup([sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:={namespace}/{name}",
@@ -312,8 +313,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--width", type=float, default=0.25, help="width of the random-weight model")
     parser.add_argument("--checkpoint", help="checkpoint for the nodes (default: a random-weight MTAN of --width)")
     parser.add_argument("--max-batch-size", type=int, default=0, help="the multi-camera node's max_batch_size")
-    parser.add_argument("--batch-mode", default="auto", choices=("auto", "one_pass", "parallel"),
-                        help="the multi-camera node's batch_mode")
+    parser.add_argument("--batch-mode", choices=("auto", "one_pass", "parallel"),
+                        help="the multi-camera node's batch_mode (default: the node's default)")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
     counts = [int(v) for v in args.cameras.split(",") if v]
@@ -344,7 +345,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(line)
     model = args.checkpoint or f"random-weight MTAN width {args.width}"
     print(f"{args.frames} frames per camera at {args.rate:g} Hz; model {model}; one node's max_batch_size "
-          f"{args.max_batch_size}, batch_mode {args.batch_mode}; load average "
+          f"{args.max_batch_size}, batch_mode {args.batch_mode or 'default'}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         write_json(args.json, "multi_camera", results, settings=vars(args))

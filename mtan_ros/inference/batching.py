@@ -6,7 +6,10 @@ one pass in 187-222 ms, three batch-1 passes one after the other in 188-214 ms, 
 the same three passes on three threads at once in 148-163 ms (torch fp32, 2 intra-op
 threads; the larger batch's activations leave the caches, and one pass leaves cores
 idle between small operators). Which wins depends on the CPU, the model and the
-backend, so `auto` times both on the CPU at hand and keeps the faster.
+backend, so `auto` times both on the CPU at hand and keeps the faster. What is
+timed is the bare model: in the perception node on that CPU the parallel passes
+competed with the node's own threads and answered no more frames, so the node
+runs one pass unless told otherwise.
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ SPECS: tuple[ParamSpec, ...] = (
               "camera. Smaller batches answer sooner; larger ones save work per frame.", range=(0, 64)),
     ParamSpec("batch_mode", str, "How a batch of several camera frames runs: one_pass (one forward pass), "
               "parallel (one pass per frame, all at once; CPU only) or auto (one pass on CUDA; on CPUs whichever "
-              "the configure warm-up measures faster for a batch of max_batch_size frames).",
+              "the configure warm-up times faster on the bare model for a batch of max_batch_size frames).",
               choices=("auto", "one_pass", "parallel"), applies="configure"),
     ParamSpec("compressed_input", bool,
               "Subscribe to image_raw/compressed (JPEG/PNG, sensor_msgs/CompressedImage) instead of image_raw.",
