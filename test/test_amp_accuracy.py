@@ -44,5 +44,5 @@ def test_a_tiny_run_trains_both_ways_for_each_seed_and_writes_the_table(tmp_path
     assert document["benchmark"] == "amp_accuracy"
     assert [(run["seed"], run["amp"]) for run in document["rows"]] == [(0, False), (0, True), (1, False), (1, True)]
     assert all(0.0 <= run["val_miou"] <= 1.0 and run["val_abs_err_m"] >= 0.0 for run in document["rows"])
-    assert {row["metric"] for row in document["summary"]} == {"mIoU", "pixel acc", "depth abs err m",
-                                                               "depth rel err"}
+    metrics = {row["metric"] for row in document["summary"]}
+    assert metrics == {"mIoU", "pixel acc", "depth abs err m", "depth rel err"}
