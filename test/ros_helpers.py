@@ -344,6 +344,16 @@ class Collector:
             self.session.node.destroy_subscription(sub)
 
 
+def handles_sigterm(pid: int) -> bool:
+    """Whether process `pid` catches SIGTERM, i.e. its entry point's signal handlers are in place (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def publish_until(session: RosSession, publish: Callable[[], None], done: Callable[[], bool],
                   timeout: float = 30.0, resend_every: float = 2.0, what: str = "outputs") -> None:
     """Publish, then spin until done(); re-publish every `resend_every` s (best effort may lose one)."""

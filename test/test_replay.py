@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 import pytest
-from ros_helpers import (REPO, Collector, DiagnosticsWatch, NodeProcess, RosSession, image_to_array,
+from ros_helpers import (REPO, Collector, DiagnosticsWatch, NodeProcess, RosSession, handles_sigterm, image_to_array,
                          make_image_msg, stamp_key)
 
 from mtan_ros.bags import messages as m
@@ -540,16 +540,6 @@ def _entry(ros: RosSession, name: str, args: list[str], log) -> subprocess.Popen
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _handles_sigterm(pid: int) -> bool:
-    """Whether the process catches SIGTERM: the entry point's handlers are in place (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next(line for line in status if line.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
-
-
 @pytest.mark.parametrize("delay", [0.2, 1.0])
 @pytest.mark.parametrize("name", ["perception_node", "bag_player", "evaluator"])
 def test_an_early_ctrl_c_ends_quietly(ros, bag, tmp_path, tiny_checkpoint, name, delay):
@@ -566,7 +556,7 @@ def test_an_early_ctrl_c_ends_quietly(ros, bag, tmp_path, tiny_checkpoint, name,
     with open(log_path, "wb") as log:
         proc = _entry(ros, name, ["-r", f"__ns:={ros.namespace}/early", *args[name]], log)
         try:
-            ros.wait_for(lambda: _handles_sigterm(proc.pid) or proc.poll() is not None, 60,
+            ros.wait_for(lambda: handles_sigterm(proc.pid) or proc.poll() is not None, 60,
                          f"the {name} entry point to install its signal handlers")
             assert proc.poll() is None, log_path.read_text(errors="replace")
             time.sleep(delay)  # not a synchronisation: the moment of the import that the signal lands in

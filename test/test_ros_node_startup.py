@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="needs rclpy and sensor_msgs (pip install -e .[ros])")
 
-from ros_helpers import NodeProcess, RosSession  # noqa: E402
+from ros_helpers import NodeProcess, RosSession, handles_sigterm  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -99,18 +99,6 @@ def test_more_classes_than_mono8_can_carry_are_refused(ros, tiny_checkpoint, tmp
     assert_refused(code, output, "300 output channels", "mono8")
 
 
-def _handles_sigterm(pid: int) -> bool:
-    """Whether the process catches SIGTERM, i.e. the entry point's handlers are in place (Linux /proc)."""
-    import signal
-
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next(line for line in status if line.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
-
-
 def _in_the_graph(ros, namespace: str) -> bool:
     return ("perception_node", namespace) in ros.node.get_node_names_and_namespaces()
 
@@ -134,7 +122,7 @@ def test_a_stop_signal_at_any_moment_of_start_up_exits_cleanly(ros, tiny_checkpo
     namespace = f"{ros.namespace}_{signame}_{MOMENTS.index(moment)}"
     with NodeProcess(ros, ["perception_node", "--ros-args", "-p", f"model_path:={tiny_checkpoint}"],
                      module="mtan_ros.ros.executables", namespace=namespace) as proc:
-        reached = {"handlers installed": lambda: _handles_sigterm(proc.proc.pid),
+        reached = {"handlers installed": lambda: handles_sigterm(proc.proc.pid),
                    "node in the graph": lambda: _in_the_graph(ros, namespace),
                    "model configured": lambda: "configured: model" in proc.output()}[moment]
         ros.wait_for(lambda: reached() or not proc.alive(), 120, f"the node's start-up to reach '{moment}'")

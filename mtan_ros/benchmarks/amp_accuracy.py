@@ -32,12 +32,12 @@ from mtan_ros.errors import ConfigError
 from mtan_ros.training.config import TrainConfig
 from mtan_ros.training.trainer import train
 
-# metric column of metrics.csv -> (label, True when higher is better)
+# metric column of metrics.csv -> label
 METRICS = {
-    "val_miou": ("mIoU", True),
-    "val_pixel_accuracy": ("pixel acc", True),
-    "val_abs_err_m": ("depth abs err m", False),
-    "val_rel_err_m": ("depth rel err", False),
+    "val_miou": "mIoU",
+    "val_pixel_accuracy": "pixel acc",
+    "val_abs_err_m": "depth abs err m",
+    "val_rel_err_m": "depth rel err",
 }
 NOISE_FACTOR = 2.0
 
@@ -74,7 +74,7 @@ def run_once(data: Path, out: Path, args: argparse.Namespace, seed: int, amp: bo
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per metric: mean and sd over seeds for fp32 and --amp, their difference and whether it is within noise."""
     rows = []
-    for key, (label, _higher) in METRICS.items():
+    for key, label in METRICS.items():
         fp32 = [run[key] for run in runs if not run["amp"]]
         amp = [run[key] for run in runs if run["amp"]]
         sd = max(_sd(fp32), _sd(amp))
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 run = run_once(data, folder / f"run_{seed}_{int(amp)}", args, seed, amp)
                 runs.append(run)
                 print(f"seed {seed} {'--amp' if amp else 'fp32 '}: " + ", ".join(
-                    f"{label} {run[key]:.4f}" for key, (label, _h) in METRICS.items()) + f" ({run['seconds']:.0f} s)",
+                    f"{label} {run[key]:.4f}" for key, label in METRICS.items()) + f" ({run['seconds']:.0f} s)",
                     flush=True)
     rows = summarise(runs)
     print(format_table(rows, runs))

@@ -346,7 +346,6 @@ class Predictor:
         either way, up to the order of fp32 sums.
         """
         plan = static_plan(mode, batch_size, on_cuda=self._on_cuda, compiled=self.compiled)
-        self._set_parallel(0)
         if plan is None:
             images = [check_image(self.input_size)] * batch_size
             self._set_parallel(batch_size)
